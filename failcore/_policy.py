@@ -1,0 +1,515 @@
+"""The policy: loaded and validated once, compiled into an immutable object.
+
+Evaluation is pure: no I/O, no logging, no globals. The guard, `failcore
+explain` and the tests all ask the same methods.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from . import _addresses as addr
+from ._errors import PolicyError
+from ._types import Action, Decision
+
+ALLOW, DENY = Action.ALLOW, Action.DENY
+
+# The policy format, version 1: section -> key -> (kind, allowed values).
+_SCHEMA: dict[str, dict[str, tuple[str, tuple[str, ...]]]] = {
+    "network": {
+        "default": ("choice", ("public", "allow", "deny")),
+        "allow": ("strings", ()),
+        "deny": ("strings", ()),
+        "ports": ("ports", ()),
+        "unix": ("choice", ("allow", "deny", "deny-system")),
+    },
+    "filesystem": {
+        "default": ("choice", ("allow", "deny")),
+        "read": ("strings", ()),
+        "write": ("strings", ()),
+        "deny": ("strings", ()),
+    },
+    "process": {
+        "default": ("choice", ("allow", "deny")),
+        "allow": ("strings", ()),
+        "deny": ("strings", ()),
+        "shell": ("choice", ("allow", "deny")),
+    },
+}
+_TOP_KEYS = ("version", "extends", *_SCHEMA)
+_DEFAULTS = {"network": {"default": "public", "unix": "deny-system"}}
+
+# AF_UNIX sockets of the system's daemons (docker, containerd, dbus, systemd);
+# connecting to one is a way out of any sandbox.
+_SYSTEM_SOCKET_DIRS = ("/run/", "/var/run/", "/var/lib/docker/", "/var/lib/containerd/")
+_SYSTEM_SOCKET_NAMES = frozenset({
+    "docker.sock", "containerd.sock", "podman.sock", "crio.sock", "dockershim.sock",
+})
+
+
+def _fail(source: str, key: str, message: str) -> PolicyError:
+    return PolicyError(f"{source}: {key}: {message}", source=source, key=key)
+
+
+def _closest(word: str, choices: tuple[str, ...]) -> str:
+    match = difflib.get_close_matches(word, choices, n=1)
+    hint = f"; did you mean {match[0]!r}?" if match else ""
+    return f"expected one of {', '.join(choices)}{hint}"
+
+
+def _validate(data: Any, source: str) -> dict[str, Any]:
+    """Check every key and value against the schema; return a plain copy."""
+    if not isinstance(data, Mapping):
+        raise _fail(source, "(top level)", f"expected a table, got {type(data).__name__}")
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        if key not in _TOP_KEYS:
+            raise _fail(source, str(key), f"unknown key; {_closest(str(key), _TOP_KEYS)}")
+        if key == "version":
+            if value != 1 or isinstance(value, bool):
+                raise _fail(source, key, f"got {value!r}, expected 1 (the only policy format)")
+        elif key == "extends":
+            from .presets import PRESET_NAMES
+            if value not in PRESET_NAMES:
+                raise _fail(source, key, f"got {value!r}, {_closest(str(value), PRESET_NAMES)}")
+            clean[key] = value
+        else:
+            clean[key] = _validate_section(value, source, key)
+    return clean
+
+
+def _validate_section(section: Any, source: str, name: str) -> dict[str, Any]:
+    if not isinstance(section, Mapping):
+        raise _fail(source, name, f"expected a table, got {section!r}")
+    schema = _SCHEMA[name]
+    clean: dict[str, Any] = {}
+    for key, value in section.items():
+        where = f"{name}.{key}"
+        if key not in schema:
+            raise _fail(source, where, f"unknown key; {_closest(str(key), tuple(schema))}")
+        kind, choices = schema[key]
+        if kind == "choice":
+            if value not in choices:
+                raise _fail(source, where, f"got {value!r}, {_closest(str(value), choices)}")
+        elif kind == "strings":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise _fail(source, where, f"got {value!r}, expected a list of strings")
+            value = list(value)
+        elif kind == "ports":
+            if not isinstance(value, list) or not all(
+                isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 65535 for p in value
+            ):
+                raise _fail(source, where, f"got {value!r}, expected a list of port numbers 1-65535")
+            value = list(value)
+        clean[key] = value
+    return clean
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`extends`: lists add to the preset's, single values replace it."""
+    merged = {k: dict(v) for k, v in base.items() if isinstance(v, dict)}
+    for section, values in override.items():
+        if not isinstance(values, dict):
+            continue
+        target = merged.setdefault(section, {})
+        for key, value in values.items():
+            if isinstance(value, list) and key != "ports" and key in target:
+                target[key] = list(dict.fromkeys([*target[key], *value]))
+            else:
+                target[key] = value
+    return merged
+
+
+class _AddressRule:
+    """One allow/deny entry that names addresses: an IP, CIDR or range."""
+
+    __slots__ = ("text", "version", "first", "last", "port", "exact")
+
+    def __init__(self, text: str, version: int, first: int, last: int, port: int | None):
+        self.text, self.version, self.first, self.last, self.port = text, version, first, last, port
+        self.exact = first == last
+
+    def matches(self, ip: tuple[int, int], port: int | None) -> bool:
+        return (ip[0] == self.version and self.first <= ip[1] <= self.last
+                and (self.port is None or self.port == port))
+
+
+class _HostRule:
+    """One allow/deny entry that names hosts: `api.github.com` or `*.openai.com`."""
+
+    __slots__ = ("text", "name", "wildcard", "port")
+
+    def __init__(self, text: str, name: str, wildcard: bool, port: int | None):
+        self.text, self.name, self.wildcard, self.port = text, name, wildcard, port
+
+    def matches(self, hostname: str, port: int | None) -> bool:
+        if self.port is not None and self.port != port:
+            return False
+        if self.wildcard:
+            return hostname.endswith("." + self.name)
+        return hostname == self.name
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """`host:port`, `[v6]:port`, `[v6]`, `v6` (no brackets: no port)."""
+    if entry.startswith("["):
+        host, sep, rest = entry[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise ValueError("a bracketed IPv6 entry is written [addr] or [addr]:port")
+        return host, _port(rest[1:]) if rest else None
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, _port(port)
+    return entry, None
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise ValueError(f"port {text!r} is not a number from 1 to 65535")
+    return int(text)
+
+
+_ADDRESS_LIKE = re.compile(r"[0-9.\- ]+\Z")
+
+
+def _parse_rule(entry: str) -> _AddressRule | _HostRule:
+    host, port = _split_port(entry.strip())
+    if not host:
+        raise ValueError("the entry is empty")
+    if ":" in host or "/" in host or _ADDRESS_LIKE.match(host):
+        return _address_rule(entry, host, port)
+    wildcard = host.startswith("*.")
+    name = host[2:] if wildcard else host
+    if "*" in name:
+        raise ValueError("a wildcard is only allowed as the whole first label: *.example.com")
+    if addr.parse_inet_aton(name) is not None:
+        raise ValueError("write IPv4 addresses in dotted decimal, e.g. 127.0.0.1")
+    return _HostRule(entry, addr.normalise_hostname(name), wildcard, port)
+
+
+def _address_rule(entry: str, host: str, port: int | None) -> _AddressRule:
+    """An IP, CIDR or `first-last` range, parsed strictly by netaddr."""
+    import netaddr  # only policies with address rules pay for importing it
+
+    try:
+        if "-" in host:
+            first, _, last = host.partition("-")
+            net = netaddr.IPRange(first.strip(), last.strip())
+        else:
+            net = netaddr.IPNetwork(host)
+            if net.ip != net.network:
+                raise ValueError(f"host bits are set; did you mean {net.cidr}?")
+    except (netaddr.AddrFormatError, ValueError) as exc:
+        if addr.parse_inet_aton(host) is not None:
+            raise ValueError("write IPv4 addresses in dotted decimal, e.g. 127.0.0.1") from None
+        raise ValueError(str(exc) or "not an IP address, CIDR or range") from None
+    version, lo, hi = net.version, net.first, net.last
+    if version == 6 and lo == hi:
+        embedded = addr.embedded_ipv4(lo)
+        if len(embedded) == 1:  # ::ffff:10.0.0.5 means 10.0.0.5
+            version, lo, hi = 4, embedded[0], embedded[0]
+    return _AddressRule(entry, version, lo, hi, port)
+
+
+class _NetworkRules:
+    """The compiled `[network]` section."""
+
+    __slots__ = ("default", "deny_addresses", "allow_addresses", "deny_hosts",
+                 "allow_hosts", "ports", "unix", "agent_socket")
+
+    def __init__(self, section: dict[str, Any], source: str) -> None:
+        self.default: str = section["default"]
+        self.unix: str = section["unix"]
+        ports = section.get("ports")
+        self.ports: frozenset[int] | None = frozenset(ports) if ports is not None else None
+        compiled: dict[str, tuple[list[_AddressRule], list[_HostRule]]] = {}
+        for key in ("allow", "deny"):
+            addresses: list[_AddressRule] = []
+            hosts: list[_HostRule] = []
+            for i, entry in enumerate(section.get(key, [])):
+                try:
+                    rule = _parse_rule(entry)
+                except ValueError as exc:
+                    raise _fail(source, f"network.{key}[{i}]",
+                                f"{entry!r}: {exc}; expected a hostname, *.domain, IP, CIDR "
+                                f"or first-last range, optionally with :port") from None
+                (addresses if isinstance(rule, _AddressRule) else hosts).append(rule)
+            compiled[key] = (addresses, hosts)
+        self.allow_addresses, self.allow_hosts = compiled["allow"]
+        self.deny_addresses, self.deny_hosts = compiled["deny"]
+        # The user's SSH agent holds their keys; it is a system socket here.
+        agent = os.environ.get("SSH_AUTH_SOCK")
+        self.agent_socket = os.path.realpath(agent) if agent else None
+
+
+class Policy:
+    """A compiled, immutable policy. Build it with `from_toml`, `from_dict` or a preset.
+
+    The `check_*` methods are pure: the same input always gives the same
+    `Decision`.
+    """
+
+    __slots__ = ("source", "config", "digest", "network", "_memo")
+
+    def __init__(self, config: Mapping[str, Any], *, source: str = "<dict>") -> None:
+        """Validate `config` (the TOML format as a mapping) and compile it."""
+        clean = _validate(config, source)
+        base: dict[str, Any] = {k: dict(v) for k, v in _DEFAULTS.items()}
+        if "extends" in clean:
+            from .presets import preset_config
+            base = _merge(base, preset_config(clean["extends"]))
+        merged = _merge(base, {k: v for k, v in clean.items() if k in _SCHEMA})
+        self.source = source
+        self.config: dict[str, Any] = merged
+        canonical = json.dumps(merged, sort_keys=True, separators=(",", ":"))
+        self.digest = hashlib.sha256(canonical.encode()).hexdigest()
+        self.network = _NetworkRules(merged["network"], source)
+        self._memo: dict[tuple, Decision] = {}
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if hasattr(self, "_memo"):
+            raise AttributeError("a compiled Policy is immutable")
+        object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return f"<Policy {self.source} {self.digest[:12]}>"
+
+    # -- loading ---------------------------------------------------------
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping[str, Any], *, source: str = "<dict>") -> Policy:
+        """A policy from a mapping in the TOML format."""
+        return cls(mapping, source=source)
+
+    @classmethod
+    def from_toml(cls, path: str | os.PathLike[str]) -> Policy:
+        """A policy from a TOML file, or from `[tool.failcore]` in a pyproject.toml."""
+        source = os.fspath(path)
+        if sys.version_info >= (3, 11):
+            import tomllib
+        else:
+            import tomli as tomllib
+        try:
+            with open(source, "rb") as f:
+                data = tomllib.load(f)
+        except OSError as exc:
+            raise PolicyError(f"{source}: cannot read the policy file: {exc.strerror}",
+                              source=source) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise PolicyError(f"{source}: not valid TOML: {exc}", source=source) from None
+        if os.path.basename(source) == "pyproject.toml":
+            table = data.get("tool", {}).get("failcore")
+            if table is None:
+                raise _fail(source, "tool.failcore", "no [tool.failcore] table in this pyproject.toml")
+            data = table
+        return cls(data, source=source)
+
+    @classmethod
+    def load(cls, spec: Policy | Mapping[str, Any] | str | os.PathLike[str]) -> Policy:
+        """A `Policy`, a preset name, a path to a TOML file, or a mapping."""
+        if isinstance(spec, Policy):
+            return spec
+        if isinstance(spec, Mapping):
+            return cls.from_dict(spec)
+        if isinstance(spec, (str, os.PathLike)):
+            from .presets import PRESET_NAMES, by_name
+            text = os.fspath(spec)
+            if text in PRESET_NAMES:
+                return by_name(text)
+            if os.path.exists(text) or text.endswith(".toml"):
+                return cls.from_toml(text)
+            raise PolicyError(f"{text}: not a preset ({', '.join(PRESET_NAMES)}) "
+                              f"and no such policy file", source=text)
+        raise PolicyError(f"cannot make a policy from {type(spec).__name__}; expected a "
+                          f"Policy, a preset name, a TOML path or a mapping")
+
+    # -- network decisions -----------------------------------------------
+
+    def check_resolve(self, hostname: str) -> Decision:
+        """May this process look `hostname` up? Denied names never reach DNS."""
+        try:
+            name = addr.normalise_hostname(hostname)
+        except ValueError as exc:
+            return Decision(DENY, "net.resolve", repr(hostname), "network.invalid",
+                            f"The hostname {hostname!r} was blocked: {exc}.")
+        net = self.network
+        for rule in net.deny_hosts:
+            if rule.matches(name, None):
+                return Decision(DENY, "net.resolve", name, f"network.deny[{rule.text}]",
+                                f"Resolving {name} is blocked by the deny rule {rule.text!r}.")
+        if name in addr.METADATA_HOSTNAMES and not any(
+            r.name == name and not r.wildcard for r in net.allow_hosts
+        ):
+            return Decision(DENY, "net.resolve", name, "network.metadata",
+                            f"Resolving the cloud metadata hostname {name} is blocked.")
+        return Decision(ALLOW, "net.resolve", name, "network.resolve",
+                        f"Resolving {name} is allowed; each address is judged on connect.")
+
+    def check_connect(self, host: str, port: int | None = None,
+                      hostnames: tuple[str, ...] = (), *, op: str = "net.connect") -> Decision:
+        """Judge a connection to an IP literal in any spelling (`0x7f.1`, `[::ffff:a.b.c.d]`).
+
+        `hostnames` are the names this address was reached through; hostname
+        rules apply to them. For a hostname, resolve it first and judge each
+        address (see `failcore explain`).
+        """
+        ip = addr.parse_ip(host.strip("[]"))
+        if ip is None:
+            return Decision(DENY, op, _target(host, port), "network.invalid",
+                            f"{host!r} is not an IP address; it was blocked.")
+        return self.check_ip(ip, port, hostnames, op=op)
+
+    def check_ip(self, ip: tuple[int, int], port: int | None,
+                 hostnames: tuple[str, ...] = (), *, op: str = "net.connect") -> Decision:
+        """Judge a connection to a parsed IP (`(version, int)`) on `port`."""
+        key = (op, ip, port, hostnames)
+        decision = self._memo.get(key)
+        if decision is None:
+            if len(self._memo) > 8192:
+                self._memo.clear()
+            decision = self._memo[key] = self._judge_ip(ip, port, hostnames, op)
+        return decision
+
+    def _judge_ip(self, ip: tuple[int, int], port: int | None,
+                  hostnames: tuple[str, ...], op: str) -> Decision:
+        """Precedence, first match wins:
+
+        1. An IPv6 address that embeds IPv4 is judged as each IPv4 it embeds
+           (after IPv6 deny rules); any deny among them denies.
+        2. A deny rule matching the address or one of its hostnames denies.
+        3. An allow rule matching it allows, except that a cloud metadata
+           address needs an allow rule naming that exact address.
+        4. A port outside `ports` denies.
+        5. The default: `public` allows public unicast only, `allow` allows
+           all but metadata endpoints, `deny` denies.
+        """
+        target = _target(addr.format_ip(ip), port)
+        net = self.network
+        if ip[0] == addr.V6:
+            embedded = addr.embedded_ipv4(ip[1])
+            if embedded:
+                for rule in net.deny_addresses:
+                    if rule.matches(ip, port):
+                        return _deny_rule(op, target, rule.text)
+                for v4 in embedded:
+                    verdict = self._judge_ip((addr.V4, v4), port, hostnames, op)
+                    if not verdict.allowed:
+                        break
+                return Decision(verdict.action, op, target, verdict.rule,
+                                f"{target} carries the IPv4 address {verdict.target}. "
+                                + verdict.reason)
+        for rule in net.deny_addresses:
+            if rule.matches(ip, port):
+                return _deny_rule(op, target, rule.text)
+        names = tuple(n for n in hostnames if n)
+        for rule in net.deny_hosts:
+            for name in names:
+                if rule.matches(name, port):
+                    return _deny_rule(op, target, rule.text, name)
+        metadata = ip in addr.METADATA
+        for rule in net.allow_addresses:
+            if rule.matches(ip, port) and (rule.exact or not metadata):
+                return _allow_rule(op, target, rule.text, ports_ok=rule.port is not None
+                                   or net.ports is None or port in net.ports, net=net, port=port)
+        if not metadata:
+            for rule in net.allow_hosts:
+                for name in names:
+                    if rule.matches(name, port):
+                        return _allow_rule(op, target, rule.text, ports_ok=rule.port is not None
+                                           or net.ports is None or port in net.ports,
+                                           net=net, port=port, name=name)
+        if net.ports is not None and port is not None and port not in net.ports:
+            return _ports_deny(op, target, net, port)
+        if net.default == "public":
+            cidr = addr.non_public_range(ip)
+            if cidr is not None:
+                return Decision(DENY, op, target, "network.public",
+                                f"Access to private IP range {cidr} is blocked.")
+        if metadata:
+            return Decision(DENY, op, target, "network.metadata",
+                            f"Access to cloud metadata endpoint {addr.format_ip(ip)} is blocked.")
+        if net.default == "deny":
+            return Decision(DENY, op, target, "network.default",
+                            f"Access to {target} is blocked: no allow rule matches and "
+                            f"the network default is deny.")
+        if net.default == "public":
+            return Decision(ALLOW, op, target, "network.public",
+                            f"{addr.format_ip(ip)} is a public address.")
+        return Decision(ALLOW, op, target, "network.default",
+                        f"The network default allows {target}.")
+
+    def check_unix(self, path: str | bytes, *, op: str = "net.connect") -> Decision:
+        """Judge an AF_UNIX address: a path, or an abstract name (leading NUL)."""
+        net = self.network
+        if isinstance(path, bytes):
+            path = path.decode("utf-8", "surrogateescape")
+        abstract = path.startswith("\0")
+        shown = "@" + path[1:] if abstract else path
+        if net.unix == "allow":
+            return Decision(ALLOW, op, shown, "network.unix",
+                            "AF_UNIX sockets are allowed by this policy.")
+        if net.unix == "deny":
+            return Decision(DENY, op, shown, "network.unix",
+                            f"Access to the AF_UNIX socket {shown} is blocked: "
+                            f"this policy denies AF_UNIX sockets.")
+        if abstract:
+            system = "containerd" in path or "docker" in path
+            real = shown
+        else:
+            real = os.path.realpath(path)
+            system = (real.startswith(_SYSTEM_SOCKET_DIRS)
+                      or os.path.basename(real) in _SYSTEM_SOCKET_NAMES
+                      or real == net.agent_socket)
+        if system:
+            return Decision(DENY, op, shown, "network.unix.system",
+                            f"Access to the system socket {real} is blocked.")
+        return Decision(ALLOW, op, shown, "network.unix",
+                        f"{shown} is not a system socket.")
+
+    def check_family(self, family: int, *, op: str = "net.connect") -> Decision:
+        """Families other than IPv4, IPv6 and AF_UNIX are denied unless the default is allow."""
+        import socket
+        try:
+            name = socket.AddressFamily(family).name
+        except ValueError:
+            name = str(family)
+        if self.network.default == "allow":
+            return Decision(ALLOW, op, name, "network.family",
+                            f"Sockets of family {name} are allowed by the network default.")
+        return Decision(DENY, op, name, "network.family",
+                        f"Sockets of family {name} are blocked: this policy only judges "
+                        f"IPv4, IPv6 and AF_UNIX.")
+
+
+def _target(host: str, port: int | None) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return host if port is None else f"{host}:{port}"
+
+
+def _deny_rule(op: str, target: str, rule: str, name: str | None = None) -> Decision:
+    what = f"{name} ({target})" if name else target
+    return Decision(DENY, op, target, f"network.deny[{rule}]",
+                    f"Access to {what} is blocked by the deny rule {rule!r}.")
+
+
+def _ports_deny(op: str, target: str, net: _NetworkRules, port: int) -> Decision:
+    allowed = ", ".join(str(p) for p in sorted(net.ports or ()))
+    return Decision(DENY, op, target, "network.ports",
+                    f"Port {port} is not one of the allowed ports ({allowed}).")
+
+
+def _allow_rule(op: str, target: str, rule: str, *, ports_ok: bool, net: _NetworkRules,
+                port: int | None, name: str | None = None) -> Decision:
+    if not ports_ok and port is not None:
+        return _ports_deny(op, target, net, port)
+    what = f"{name} ({target})" if name else target
+    return Decision(ALLOW, op, target, f"network.allow[{rule}]",
+                    f"Access to {what} is allowed by the rule {rule!r}.")
