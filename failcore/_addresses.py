@@ -174,7 +174,7 @@ def embedded_ipv4(v6: int) -> tuple[int, ...]:
     """
     high96 = v6 >> 32
     low32 = v6 & _V4_MAX
-    if high96 in (0xFFFF, 0xFFFF_0000_0000, 0x64_FF9B_0000_0000_0000_0000):
+    if high96 in (0xFFFF, 0xFFFF_0000, 0x64_FF9B_0000_0000_0000_0000):
         return (low32,)                              # mapped, translated, NAT64
     if high96 == 0:
         return (low32,) if v6 > 1 else ()            # compatible; not :: or ::1

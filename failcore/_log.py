@@ -12,7 +12,7 @@ from typing import Any
 
 from ._types import Decision
 
-_logger: Any = None
+_stdlib_logger: Any = None
 
 
 def _stdlib_record(logger: Any, method: str, event: dict[str, Any]) -> dict[str, Any]:
@@ -25,18 +25,18 @@ def _stdlib_record(logger: Any, method: str, event: dict[str, Any]) -> dict[str,
 
 
 def _get_logger() -> Any:
-    global _logger
-    if _logger is None:
-        import structlog
+    """The application's structlog pipeline if it has one, else stdlib "failcore"."""
+    global _stdlib_logger
+    import structlog
 
-        if structlog.is_configured():
-            _logger = structlog.get_logger("failcore")
-        else:
-            import logging
+    if structlog.is_configured():
+        return structlog.get_logger("failcore")
+    if _stdlib_logger is None:
+        import logging
 
-            _logger = structlog.wrap_logger(logging.getLogger("failcore"),
-                                            processors=[_stdlib_record])
-    return _logger
+        _stdlib_logger = structlog.wrap_logger(logging.getLogger("failcore"),
+                                               processors=[_stdlib_record])
+    return _stdlib_logger
 
 
 def log_decision(decision: Decision, outcome: str, mode: str) -> None:

@@ -1,0 +1,71 @@
+"""Run a script or module as `__main__`, the way `python script.py` would."""
+
+from __future__ import annotations
+
+import builtins
+import io
+import os
+import runpy
+import signal
+import sys
+import types
+
+_OWN_DIRS = (os.path.dirname(os.path.abspath(__file__)),)
+
+
+def _ours(filename: str) -> bool:
+    return (filename.startswith(_OWN_DIRS) or filename == runpy.__file__
+            or filename == "<frozen runpy>")
+
+
+def _report_uncaught(exc: BaseException) -> None:
+    """Hand the exception to sys.excepthook with failcore's frames cut off."""
+    tb = exc.__traceback__
+    while tb is not None and _ours(tb.tb_frame.f_code.co_filename):
+        tb = tb.tb_next
+    exc.__traceback__ = tb  # the default hook prints this, not its third argument
+    sys.excepthook(type(exc), exc, tb)
+
+
+def run_script(path: str, args: list[str]) -> int:
+    """Execute `path` as `__main__` with `sys.argv = [path, *args]`; return its exit code.
+
+    `SystemExit` propagates untouched, so `sys.exit("message")` behaves as
+    usual. An uncaught exception is printed by `sys.excepthook` without
+    failcore's frames and gives exit code 1, as in Python.
+    """
+    with io.open_code(path) as f:
+        source = f.read()
+    code = compile(source, path, "exec", dont_inherit=True)
+    module = types.ModuleType("__main__")
+    module.__dict__.update(__file__=path, __builtins__=builtins, __cached__=None)
+    sys.modules["__main__"] = module
+    sys.argv = [path, *args]
+    if not getattr(sys.flags, "safe_path", False):
+        sys.path[0] = os.path.dirname(os.path.realpath(path))
+    return _execute(lambda: exec(code, module.__dict__))
+
+
+def run_module(name: str, args: list[str]) -> int:
+    """Execute module `name` as `__main__` (`python -m name args`)."""
+    sys.argv = [name, *args]  # runpy replaces argv[0] with the module's path
+    if not getattr(sys.flags, "safe_path", False):
+        sys.path[0] = os.getcwd()
+    return _execute(lambda: runpy.run_module(name, run_name="__main__", alter_sys=True))
+
+
+def _execute(body) -> int:
+    try:
+        body()
+    except SystemExit:
+        raise
+    except KeyboardInterrupt as exc:
+        _report_uncaught(exc)
+        # Die of SIGINT as Python does, so the parent sees the real cause.
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+        return 130
+    except BaseException as exc:
+        _report_uncaught(exc)
+        return 1
+    return 0
