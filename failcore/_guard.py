@@ -9,6 +9,7 @@ judged.
 
 from __future__ import annotations
 
+import _socket
 import operator
 import os
 import socket
@@ -27,6 +28,10 @@ from ._policy import Policy
 from ._types import Action, Decision, Mode
 
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+# The C-level members: a subclass can override the `family` and `type`
+# properties to lie, and the properties rebuild an enum on every read.
+_family_of = _socket.socket.__dict__["family"].__get__
+_type_of = _socket.socket.__dict__["type"].__get__
 _AF_UNIX = getattr(socket, "AF_UNIX", None)
 
 
@@ -109,6 +114,33 @@ def _host_text(host: Any) -> str | None:
     return None
 
 
+def _exact(value: Any) -> Any:
+    """`value` as the C socket code reads it: an exact tuple, str or bytes.
+
+    A subclass can show Python-level code other items than its real ones, and
+    a bytearray can change after the check; the check and the call both use
+    this copy.
+    """
+    if isinstance(value, tuple):
+        return value if type(value) is tuple else tuple.__getitem__(value, slice(None))
+    if isinstance(value, str):
+        return value if type(value) is str else str.__str__(value)
+    if isinstance(value, bytes):
+        return value if type(value) is bytes else bytes.__getitem__(value, slice(None))
+    if isinstance(value, bytearray):
+        return bytes(bytearray.__getitem__(value, slice(None)))
+    return value
+
+
+def _exact_inet(address: tuple) -> tuple:
+    """An (host, port, ...) address rebuilt from exact objects (see `_exact`)."""
+    if type(address) is not tuple:
+        address = tuple.__getitem__(address, slice(None))
+    if address and type(address[0]) is not str:
+        address = (_exact(address[0]), *address[1:])
+    return address
+
+
 def _strict_ip(host: str) -> tuple[int, int] | None:
     """An address the C socket code takes literally, without resolving it."""
     try:
@@ -130,9 +162,12 @@ def _judge_address(state: _Active, sock: Any, address: Any, op: str,
     addresses the original will reject by itself.
     """
     policy = state.policy
-    family = sock.family
+    family = _family_of(sock)
     if family in _INET_FAMILIES:
-        if not isinstance(address, tuple) or len(address) < 2:
+        if not isinstance(address, tuple):
+            return None, address
+        address = _exact_inet(address)  # judge, and pass on, what the C code will read
+        if len(address) < 2:
             return None, address
         host = _host_text(address[0])
         try:
@@ -150,11 +185,14 @@ def _judge_address(state: _Active, sock: Any, address: Any, op: str,
             return policy.check_ip(ip, port, _names_for(ip), op=op), address
         return _judge_hostname(policy, sock, host, port, address, op, all_must_pass)
     if family == _AF_UNIX:
-        if isinstance(address, (bytearray, memoryview)):
-            return policy.check_unix(bytes(address), op=op), address
-        if isinstance(address, (str, bytes)) or hasattr(address, "__fspath__"):
-            return policy.check_unix(os.fspath(address), op=op), address
-        return None, address
+        if isinstance(address, (str, bytes)):
+            address = _exact(address)
+        else:
+            try:  # the C code reads a path from any buffer, never via __fspath__
+                address = bytes(memoryview(address))
+            except TypeError:
+                return None, address  # the original rejects it
+        return policy.check_unix(address, op=op), address
     return policy.check_family(family, op=op), address
 
 
@@ -166,7 +204,7 @@ def _judge_hostname(policy: Policy, sock: Any, host: str, port: int, address: tu
     name = addr.normalise_hostname(host)
     _local.busy = True
     try:
-        infos = _originals.getaddrinfo(host, port, sock.family, sock.type)
+        infos = _originals.getaddrinfo(host, port, _family_of(sock), _type_of(sock))
     finally:
         _local.busy = False
     ips = [addr.parse_ip(info[4][0]) for info in infos]
@@ -234,7 +272,7 @@ def _sendmsg_address(args: tuple) -> int | None:
 def _guard_bind(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """Binding an IP address reaches nobody; AF_UNIX and other families are judged."""
     state = _state
-    if state is None or _local.busy or instance is None or instance.family in _INET_FAMILIES:
+    if state is None or _local.busy or instance is None or _family_of(instance) in _INET_FAMILIES:
         return wrapped(*args, **kwargs)
     if len(args) == 1 and not kwargs:
         try:
@@ -348,10 +386,12 @@ def _guard_gethostbyname(wrapped: Any, instance: Any, args: tuple, kwargs: dict)
     name = _resolve_name(state, args[0])
     _local.expect = args[0]
     try:
-        result = wrapped(*args)
+        # The C call returns a name's first record only; take them all, so a
+        # name with a denied and an allowed record gives the allowed one.
+        records = [wrapped(*args)] if name is None else _originals.gethostbyname_ex(*args)[2]
     finally:
         _local.expect = None
-    return _filter_records(state, name, [result], False, lambda ip: (ip, 0))[0]
+    return _filter_records(state, name, records, False, lambda ip: (ip, 0))[0]
 
 
 def _guard_gethostbyname_ex(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -370,6 +410,51 @@ def _guard_gethostbyname_ex(wrapped: Any, instance: Any, args: tuple, kwargs: di
 # -- the audit-hook backstop -------------------------------------------------
 
 
+def _unpinned(policy: Policy, sock: Any, address: Any, op: str) -> Decision | None:
+    """Deny what the C code turned into a sockaddr out of failcore's sight.
+
+    By the time an audit event fires, the C code has already resolved a
+    hostname (a second lookup here may get another answer: DNS rebinding) and
+    encoded the host of a str subclass through Python-level methods that may
+    lie. Neither can be pinned to what is used, so the audit-hook path denies
+    them; numeric spellings are parsed by the C library here exactly as there.
+    """
+    family = _family_of(sock)
+    if family == _AF_UNIX:
+        if type(address) in (str, bytes, bytearray, memoryview):
+            return None
+        return Decision(Action.DENY, op, repr(address)[:200], "guard.unpinned",
+                        f"failcore cannot see which path a {type(address).__name__} gave the "
+                        f"C code here, so the connection was blocked.")
+    if family not in _INET_FAMILIES or not isinstance(address, tuple):
+        return None
+    address = _exact(address)
+    if not address:
+        return None
+    host = address[0]
+    port = address[1] if len(address) > 1 else None
+    if isinstance(host, str) and type(host) is not str:
+        return Decision(Action.DENY, op, f"{_exact(host)}:{port}", "guard.unpinned",
+                        f"failcore cannot see how a {type(host).__name__} host was encoded "
+                        f"on this path, so the connection was blocked.")
+    text = _host_text(_exact(host))
+    if text is None or text in ("", "<broadcast>") or _strict_ip(text) is not None:
+        return None
+    try:  # a numeric spelling (inet_aton forms) is taken literally by the C library
+        _originals.getaddrinfo(text, None, family, 0, 0, socket.AI_NUMERICHOST)
+        return None
+    except OSError:
+        pass
+    resolve = policy.check_resolve(text)
+    if not resolve.allowed:
+        return resolve
+    name = addr.normalise_hostname(text)
+    return Decision(Action.DENY, op, f"{name}:{port}", "guard.unpinned",
+                    f"failcore cannot see which address {name} resolved to on this path "
+                    f"(_socket, a captured method or a reloaded socket module), so the "
+                    f"connection was blocked; resolve the name first.")
+
+
 def _hook_address(op: str) -> Callable[[_Active, tuple], None]:
     def check(state: _Active, args: tuple) -> None:
         sock, address = args[0], args[1]
@@ -377,7 +462,9 @@ def _hook_address(op: str) -> Callable[[_Active, tuple], None]:
             return
         _local.busy = True
         try:
-            decision, _ = _judge_address(state, sock, address, op, True)
+            decision = _unpinned(state.policy, sock, address, op)
+            if decision is None:
+                decision, _ = _judge_address(state, sock, address, op, True)
         except Exception as exc:
             decision = _guard_error(op, address, exc)
         finally:
@@ -392,7 +479,7 @@ _hook_bind_unix = _hook_address("net.bind")
 
 
 def _hook_bind(state: _Active, args: tuple) -> None:
-    if args[0].family not in _INET_FAMILIES:
+    if _family_of(args[0]) not in _INET_FAMILIES:
         _hook_bind_unix(state, args)
 
 
@@ -430,18 +517,27 @@ def _audit(event: str, args: tuple) -> None:
 
 
 def _targets() -> list[tuple[Any, str, Callable[..., Any]]]:
-    sock = _originals.socket_class
-    return [
+    targets: list[tuple[Any, str, Callable[..., Any]]] = [
         (socket, "getaddrinfo", _guard_getaddrinfo),
         (socket, "gethostbyname", _guard_gethostbyname),
         (socket, "gethostbyname_ex", _guard_gethostbyname_ex),
         (socket, "create_connection", _guard_create_connection),
-        (sock, "connect", _guarded_call("net.connect", _connect_address)),
-        (sock, "connect_ex", _guarded_call("net.connect", _connect_address)),
-        (sock, "sendto", _guarded_call("net.send", _sendto_address)),
-        (sock, "sendmsg", _guarded_call("net.send", _sendmsg_address)),
-        (sock, "bind", _guard_bind),
     ]
+    # The class saved at import (ssl.SSLSocket and early imports use it) and,
+    # after an importlib.reload(socket), the new class socket.socket now is.
+    classes = [_originals.socket_class]
+    live = socket.socket
+    if isinstance(live, type) and not issubclass(live, _originals.socket_class):
+        classes.append(live)
+    for sock in classes:
+        targets += [
+            (sock, "connect", _guarded_call("net.connect", _connect_address)),
+            (sock, "connect_ex", _guarded_call("net.connect", _connect_address)),
+            (sock, "sendto", _guarded_call("net.send", _sendto_address)),
+            (sock, "sendmsg", _guarded_call("net.send", _sendmsg_address)),
+            (sock, "bind", _guard_bind),
+        ]
+    return targets
 
 
 def _patch() -> None:

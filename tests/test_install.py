@@ -188,3 +188,19 @@ def test_failcore_configures_no_logging(listener):
         client.connect(listener.getsockname())
     assert logging.getLogger().handlers == root_handlers
     assert not structlog.is_configured()
+
+
+def test_a_socket_subclass_cannot_lie_about_its_family(listener):
+    """The guard reads the C-level family, not a property a subclass can override."""
+
+    class Liar(socket.socket):
+        @property
+        def family(self):
+            return socket.AF_UNIX
+
+    failcore.install("net_safe")
+    with Liar(socket.AF_INET, socket.SOCK_STREAM) as client:
+        with pytest.raises(failcore.SecurityError) as info:
+            client.connect(listener.getsockname())
+    assert info.value.decision.rule == "network.public"
+    assert not pending(listener)
