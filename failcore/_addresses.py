@@ -156,6 +156,10 @@ def parse_ip(text: str) -> tuple[int, int] | None:
             return V6, int.from_bytes(socket.inet_pton(socket.AF_INET6, addr), "big")
         except (OSError, ValueError):
             return None
+    try:  # the common dotted quad, without the regular expressions
+        return V4, int.from_bytes(socket.inet_pton(socket.AF_INET, text), "big")
+    except (OSError, ValueError):
+        pass
     value = parse_inet_aton(text)
     return None if value is None else (V4, value)
 

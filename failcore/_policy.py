@@ -334,6 +334,15 @@ class Policy:
 
     def check_resolve(self, hostname: str) -> Decision:
         """May this process look `hostname` up? Denied names never reach DNS."""
+        key = ("net.resolve", hostname)
+        decision = self._memo.get(key)
+        if decision is None:
+            if len(self._memo) > 8192:
+                self._memo.clear()
+            decision = self._memo[key] = self._judge_resolve(hostname)
+        return decision
+
+    def _judge_resolve(self, hostname: str) -> Decision:
         try:
             name = addr.normalise_hostname(hostname)
         except ValueError as exc:
@@ -390,7 +399,8 @@ class Policy:
         5. The default: `public` allows public unicast only, `allow` allows
            all but metadata endpoints, `deny` denies.
         """
-        target = _target(addr.format_ip(ip), port)
+        text = addr.format_ip(ip)
+        target = _target(text, port)
         net = self.network
         if ip[0] == addr.V6:
             embedded = addr.embedded_ipv4(ip[1])
@@ -408,7 +418,7 @@ class Policy:
         for rule in net.deny_addresses:
             if rule.matches(ip, port):
                 return _deny_rule(op, target, rule.text)
-        names = tuple(n for n in hostnames if n)
+        names = hostnames
         for rule in net.deny_hosts:
             for name in names:
                 if rule.matches(name, port):
@@ -430,18 +440,17 @@ class Policy:
         if net.default == "public":
             cidr = addr.non_public_range(ip)
             if cidr is not None:
-                return Decision(DENY, op, target, "network.public",
-                                f"Access to private IP range {cidr} is blocked.")
+                return Decision(DENY, op, target, "network.public", _PRIVATE_REASONS[cidr])
         if metadata:
             return Decision(DENY, op, target, "network.metadata",
-                            f"Access to cloud metadata endpoint {addr.format_ip(ip)} is blocked.")
+                            f"Access to cloud metadata endpoint {text} is blocked.")
         if net.default == "deny":
             return Decision(DENY, op, target, "network.default",
                             f"Access to {target} is blocked: no allow rule matches and "
                             f"the network default is deny.")
         if net.default == "public":
             return Decision(ALLOW, op, target, "network.public",
-                            f"{addr.format_ip(ip)} is a public address.")
+                            f"{text} is a public address.")
         return Decision(ALLOW, op, target, "network.default",
                         f"The network default allows {target}.")
 
@@ -486,6 +495,9 @@ class Policy:
         return Decision(DENY, op, name, "network.family",
                         f"Sockets of family {name} are blocked: this policy only judges "
                         f"IPv4, IPv6 and AF_UNIX.")
+
+
+_PRIVATE_REASONS = {c: f"Access to private IP range {c} is blocked." for c in addr.NON_PUBLIC_CIDRS}
 
 
 def _target(host: str, port: int | None) -> str:
