@@ -15,7 +15,9 @@ import os
 import socket
 import sys
 import threading
+import warnings
 from collections import OrderedDict
+from functools import lru_cache
 from typing import Any, Callable
 
 import wrapt
@@ -141,6 +143,7 @@ def _exact_inet(address: tuple) -> tuple:
     return address
 
 
+@lru_cache(maxsize=4096)
 def _strict_ip(host: str) -> tuple[int, int] | None:
     """An address the C socket code takes literally, without resolving it."""
     try:
@@ -169,7 +172,7 @@ def _judge_address(state: _Active, sock: Any, address: Any, op: str,
         address = _exact_inet(address)  # judge, and pass on, what the C code will read
         if len(address) < 2:
             return None, address
-        host = _host_text(address[0])
+        host = address[0] if type(address[0]) is str else _host_text(address[0])
         try:
             port = operator.index(address[1])
         except TypeError:
@@ -245,10 +248,12 @@ def _guarded_call(op: str, address_index: Callable[[tuple], int | None]) -> Call
             raise
         except Exception as exc:
             decision, address = _guard_error(op, args[index], exc), args[index]
-        if decision is not None:
+        if decision is not None and decision.action is not Action.ALLOW:
             _enforce(state, decision)
         _local.expect = instance
         try:
+            if len(args) == 1:
+                return wrapped(address)
             return wrapped(*args[:index], address, *args[index + 1:])
         finally:
             _local.expect = None
@@ -581,6 +586,10 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
         policy = os.environ.get("FAILCORE_POLICY") or "agent_safe"
     compiled = Policy.load(policy)
     chosen = _parse_mode(mode or os.environ.get("FAILCORE_MODE") or Mode.ENFORCE)
+    unenforced = [f"[{s}]" for s in ("filesystem", "process") if compiled.config.get(s)]
+    if unenforced and chosen is not Mode.OFF:
+        warnings.warn(f"failcore: {' and '.join(unenforced)} rules in {compiled.source} are "
+                      f"validated but not enforced by this version", UserWarning, stacklevel=2)
     if os.environ.get("FAILCORE_DISABLE") == "1":
         chosen = Mode.OFF
     with _lock:

@@ -204,3 +204,10 @@ def test_a_socket_subclass_cannot_lie_about_its_family(listener):
             client.connect(listener.getsockname())
     assert info.value.decision.rule == "network.public"
     assert not pending(listener)
+
+
+def test_unenforced_sections_warn_instead_of_pretending():
+    """A policy with [filesystem] or [process] rules warns that they are not enforced yet."""
+    with pytest.warns(UserWarning, match=r"\[filesystem\] and \[process\] rules .* not enforced"):
+        failcore.install({"filesystem": {"deny": ["~/.ssh"]}, "process": {"shell": "deny"}})
+    assert failcore.installed_policy() is not None
