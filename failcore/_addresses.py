@@ -33,12 +33,18 @@ NON_PUBLIC_CIDRS = (
 # Cloud metadata services. They stay denied unless an allow rule names the
 # address (or hostname) itself.
 METADATA_IPS = (
-    "169.254.169.254", "169.254.170.2", "fd00:ec2::254", "fd00:ec2::23",
-    "100.100.100.200", "168.63.129.16", "192.0.0.192",
+    "169.254.169.254", "fd00:ec2::254",            # AWS, and most clouds' IMDS
+    "169.254.170.2", "169.254.170.23", "fd00:ec2::23",  # ECS task, EKS pod identity
+    "fd20:ce::254",                                # GCE over IPv6
+    "100.100.100.200",                             # Alibaba
+    "168.63.129.16",                               # Azure wire server (public!)
+    "192.0.0.192",                                 # Oracle
+    "169.254.0.23",                                # Tencent
+    "fe80::a9fe:a9fe",                             # OpenStack over IPv6
 )
 METADATA_HOSTNAMES = frozenset({
     "metadata.google.internal", "metadata.goog", "metadata",
-    "instance-data", "instance-data.ec2.internal",
+    "instance-data", "instance-data.ec2.internal", "metadata.tencentyun.com",
 })
 
 
@@ -112,7 +118,7 @@ def non_public_range(ip: tuple[int, int]) -> str | None:
     return NON_PUBLIC[ip[0]].find(ip[1])
 
 
-_INET_ATON_PART = re.compile(r"(0[xX][0-9a-fA-F]*|0[0-7]*|[1-9][0-9]*)\Z")
+_INET_ATON_PART = re.compile(r"(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)\Z")
 
 
 def parse_inet_aton(text: str) -> int | None:
@@ -129,7 +135,7 @@ def parse_inet_aton(text: str) -> int | None:
         if not _INET_ATON_PART.match(part):
             return None
         if part[:2] in ("0x", "0X"):
-            values.append(int(part[2:] or "0", 16))
+            values.append(int(part[2:], 16))
         elif part.startswith("0"):
             values.append(int(part, 8))
         else:
@@ -169,6 +175,19 @@ def _bits(n: int, start: int, stop: int) -> int:
     return (n >> (128 - stop)) & ((1 << (stop - start)) - 1)
 
 
+_TRANSLATION_PREFIXES = (0xFFFF, 0xFFFF_0000, 0x64_FF9B_0000_0000_0000_0000)
+
+
+def translates_ipv4(v6: int) -> bool:
+    """True for mapped, SIIT-translated and NAT64 /96 addresses.
+
+    These are only another spelling of the IPv4 host, so that host alone is
+    judged. Tunnel formats (6to4, Teredo, ISATAP, compatible, local-use NAT64)
+    are real IPv6 addresses too: both they and their IPv4 are judged.
+    """
+    return v6 >> 32 in _TRANSLATION_PREFIXES
+
+
 def embedded_ipv4(v6: int) -> tuple[int, ...]:
     """The IPv4 addresses an IPv6 address stands for, if it embeds any.
 
@@ -178,7 +197,7 @@ def embedded_ipv4(v6: int) -> tuple[int, ...]:
     """
     high96 = v6 >> 32
     low32 = v6 & _V4_MAX
-    if high96 in (0xFFFF, 0xFFFF_0000, 0x64_FF9B_0000_0000_0000_0000):
+    if high96 in _TRANSLATION_PREFIXES:
         return (low32,)                              # mapped, translated, NAT64
     if high96 == 0:
         return (low32,) if v6 > 1 else ()            # compatible; not :: or ::1

@@ -48,7 +48,11 @@ _DEFAULTS = {"network": {"default": "public", "unix": "deny-system"}}
 
 # AF_UNIX sockets of the system's daemons (docker, containerd, dbus, systemd);
 # connecting to one is a way out of any sandbox.
-_SYSTEM_SOCKET_DIRS = ("/run/", "/var/run/", "/var/lib/docker/", "/var/lib/containerd/")
+_SYSTEM_SOCKET_DIRS = (
+    "/run/", "/var/run/", "/var/lib/docker/", "/var/lib/containerd/", "/var/snap/lxd/",
+    "/var/lib/lxd/", "/var/lib/incus/", "/var/lib/kubelet/", "/tmp/.X11-unix/",
+)
+_SYSTEM_ABSTRACT = ("containerd", "docker", "/tmp/.X11-unix/")
 _SYSTEM_SOCKET_NAMES = frozenset({
     "docker.sock", "containerd.sock", "podman.sock", "crio.sock", "dockershim.sock",
 })
@@ -127,33 +131,62 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-class _AddressRule:
-    """One allow/deny entry that names addresses: an IP, CIDR or range."""
+class _Frozen:
+    """Attributes are set once, in __init__."""
 
-    __slots__ = ("text", "version", "first", "last", "port", "exact")
+    __slots__ = ()
 
-    def __init__(self, text: str, version: int, first: int, last: int, port: int | None):
-        self.text, self.version, self.first, self.last, self.port = text, version, first, last, port
-        self.exact = first == last
+    def __setattr__(self, name: str, value: Any) -> None:
+        if hasattr(self, name):
+            raise AttributeError(f"{type(self).__name__} is immutable")
+        object.__setattr__(self, name, value)
+
+
+class _Rule(_Frozen):
+    """An allow or deny entry. A port-specific allow rule also matches an
+    unknown port (at resolve time: some port may be allowed); a port-specific
+    deny rule matches only its port."""
+
+    __slots__ = ("text", "port", "allow")
+
+    def _port_matches(self, port: int | None) -> bool:
+        return self.port is None or self.port == port or (self.allow and port is None)
+
+
+class _AddressRule(_Rule):
+    """One entry that names addresses: an IP, CIDR or range."""
+
+    __slots__ = ("version", "first", "last", "exact")
+
+    def __init__(self, text: str, version: int, first: int, last: int, port: int | None,
+                 allow: bool) -> None:
+        self.text, self.port, self.allow = text, port, allow
+        self.version, self.first, self.last, self.exact = version, first, last, first == last
 
     def matches(self, ip: tuple[int, int], port: int | None) -> bool:
         return (ip[0] == self.version and self.first <= ip[1] <= self.last
-                and (self.port is None or self.port == port))
+                and self._port_matches(port))
 
 
-class _HostRule:
-    """One allow/deny entry that names hosts: `api.github.com` or `*.openai.com`."""
+class _HostRule(_Rule):
+    """One entry that names hosts: `api.github.com` or `*.openai.com`.
 
-    __slots__ = ("text", "name", "wildcard", "port")
+    A wildcard matches names below the domain; in a deny rule it also matches
+    the domain itself (denying more is the safe reading).
+    """
 
-    def __init__(self, text: str, name: str, wildcard: bool, port: int | None):
-        self.text, self.name, self.wildcard, self.port = text, name, wildcard, port
+    __slots__ = ("name", "wildcard")
+
+    def __init__(self, text: str, name: str, wildcard: bool, port: int | None,
+                 allow: bool) -> None:
+        self.text, self.port, self.allow = text, port, allow
+        self.name, self.wildcard = name, wildcard
 
     def matches(self, hostname: str, port: int | None) -> bool:
-        if self.port is not None and self.port != port:
+        if not self._port_matches(port):
             return False
         if self.wildcard:
-            return hostname.endswith("." + self.name)
+            return hostname.endswith("." + self.name) or (not self.allow and hostname == self.name)
         return hostname == self.name
 
 
@@ -179,22 +212,40 @@ def _port(text: str) -> int:
 _ADDRESS_LIKE = re.compile(r"[0-9.\- ]+\Z")
 
 
-def _parse_rule(entry: str) -> _AddressRule | _HostRule:
+def _parse_rule(entry: str, allow: bool) -> list[_AddressRule | _HostRule]:
     host, port = _split_port(entry.strip())
     if not host:
         raise ValueError("the entry is empty")
     if ":" in host or "/" in host or _ADDRESS_LIKE.match(host):
-        return _address_rule(entry, host, port)
+        return [_address_rule(entry, host, port, allow)]
     wildcard = host.startswith("*.")
     name = host[2:] if wildcard else host
     if "*" in name:
         raise ValueError("a wildcard is only allowed as the whole first label: *.example.com")
     if addr.parse_inet_aton(name) is not None:
         raise ValueError("write IPv4 addresses in dotted decimal, e.g. 127.0.0.1")
-    return _HostRule(entry, addr.normalise_hostname(name), wildcard, port)
+    return [_HostRule(entry, n, wildcard, port, allow) for n in _spellings(name)]
 
 
-def _address_rule(entry: str, host: str, port: int | None) -> _AddressRule:
+def _spellings(name: str) -> list[str]:
+    """The DNS names a Unicode hostname may be sent as.
+
+    Python's codec is IDNA 2003 (`faß.de` is `fass.de`); requests and httpx
+    use IDNA 2008 (`xn--fa-hia.de`). A rule covers both.
+    """
+    names = [addr.normalise_hostname(name)]
+    if not name.isascii():
+        try:
+            import idna
+            names.append(addr.normalise_hostname(idna.encode(name, uts46=True).decode()))
+        except ImportError:
+            pass
+        except Exception as exc:  # idna.IDNAError and friends
+            raise ValueError(f"hostname {name!r} is not valid IDNA 2008: {exc}") from None
+    return list(dict.fromkeys(names))
+
+
+def _address_rule(entry: str, host: str, port: int | None, allow: bool) -> _AddressRule:
     """An IP, CIDR or `first-last` range, parsed strictly by netaddr."""
     import netaddr  # only policies with address rules pay for importing it
 
@@ -211,14 +262,13 @@ def _address_rule(entry: str, host: str, port: int | None) -> _AddressRule:
             raise ValueError("write IPv4 addresses in dotted decimal, e.g. 127.0.0.1") from None
         raise ValueError(str(exc) or "not an IP address, CIDR or range") from None
     version, lo, hi = net.version, net.first, net.last
-    if version == 6 and lo == hi:
-        embedded = addr.embedded_ipv4(lo)
-        if len(embedded) == 1:  # ::ffff:10.0.0.5 means 10.0.0.5
-            version, lo, hi = 4, embedded[0], embedded[0]
-    return _AddressRule(entry, version, lo, hi, port)
+    if (version == 6 and addr.translates_ipv4(lo) and lo >> 32 == hi >> 32):
+        # ::ffff:10.0.0.0/104 is 10.0.0.0/8: the IPv4 hosts are what is judged
+        version, lo, hi = 4, lo & 0xFFFF_FFFF, hi & 0xFFFF_FFFF
+    return _AddressRule(entry, version, lo, hi, port, allow)
 
 
-class _NetworkRules:
+class _NetworkRules(_Frozen):
     """The compiled `[network]` section."""
 
     __slots__ = ("default", "deny_addresses", "allow_addresses", "deny_hosts",
@@ -229,19 +279,18 @@ class _NetworkRules:
         self.unix: str = section["unix"]
         ports = section.get("ports")
         self.ports: frozenset[int] | None = frozenset(ports) if ports is not None else None
-        compiled: dict[str, tuple[list[_AddressRule], list[_HostRule]]] = {}
+        compiled: dict[str, tuple[tuple[_AddressRule, ...], tuple[_HostRule, ...]]] = {}
         for key in ("allow", "deny"):
-            addresses: list[_AddressRule] = []
-            hosts: list[_HostRule] = []
+            rules: list[_AddressRule | _HostRule] = []
             for i, entry in enumerate(section.get(key, [])):
                 try:
-                    rule = _parse_rule(entry)
+                    rules += _parse_rule(entry, allow=key == "allow")
                 except ValueError as exc:
                     raise _fail(source, f"network.{key}[{i}]",
                                 f"{entry!r}: {exc}; expected a hostname, *.domain, IP, CIDR "
                                 f"or first-last range, optionally with :port") from None
-                (addresses if isinstance(rule, _AddressRule) else hosts).append(rule)
-            compiled[key] = (addresses, hosts)
+            compiled[key] = (tuple(r for r in rules if isinstance(r, _AddressRule)),
+                             tuple(r for r in rules if isinstance(r, _HostRule)))
         self.allow_addresses, self.allow_hosts = compiled["allow"]
         self.deny_addresses, self.deny_hosts = compiled["deny"]
         # The user's SSH agent holds their keys; it is a system socket here.
@@ -256,7 +305,7 @@ class Policy:
     `Decision`.
     """
 
-    __slots__ = ("source", "config", "digest", "network", "_memo")
+    __slots__ = ("source", "_config", "digest", "network", "_memo")
 
     def __init__(self, config: Mapping[str, Any], *, source: str = "<dict>") -> None:
         """Validate `config` (the TOML format as a mapping) and compile it."""
@@ -267,8 +316,8 @@ class Policy:
             base = _merge(base, preset_config(clean["extends"]))
         merged = _merge(base, {k: v for k, v in clean.items() if k in _SCHEMA})
         self.source = source
-        self.config: dict[str, Any] = merged
         canonical = json.dumps(merged, sort_keys=True, separators=(",", ":"))
+        self._config = canonical
         self.digest = hashlib.sha256(canonical.encode()).hexdigest()
         self.network = _NetworkRules(merged["network"], source)
         self._memo: dict[tuple, Decision] = {}
@@ -280,6 +329,11 @@ class Policy:
 
     def __repr__(self) -> str:
         return f"<Policy {self.source} {self.digest[:12]}>"
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The rules after presets and `extends`, in the TOML format (a fresh copy)."""
+        return json.loads(self._config)
 
     # -- loading ---------------------------------------------------------
 
@@ -390,53 +444,63 @@ class Policy:
                   hostnames: tuple[str, ...], op: str) -> Decision:
         """Precedence, first match wins:
 
-        1. An IPv6 address that embeds IPv4 is judged as each IPv4 it embeds
-           (after IPv6 deny rules); any deny among them denies.
+        1. IPv6 that embeds IPv4: IPv6 deny rules, then each IPv4 it carries
+           (and, for tunnel formats, the IPv6 address itself); any deny denies.
         2. A deny rule matching the address or one of its hostnames denies.
-        3. An allow rule matching it allows, except that a cloud metadata
-           address needs an allow rule naming that exact address.
+        3. An allow rule matching it, and the port list, allows; a cloud
+           metadata address needs an allow rule naming that exact address.
         4. A port outside `ports` denies.
         5. The default: `public` allows public unicast only, `allow` allows
            all but metadata endpoints, `deny` denies.
         """
-        text = addr.format_ip(ip)
-        target = _target(text, port)
-        net = self.network
         if ip[0] == addr.V6:
             embedded = addr.embedded_ipv4(ip[1])
             if embedded:
-                for rule in net.deny_addresses:
-                    if rule.matches(ip, port):
-                        return _deny_rule(op, target, rule.text)
-                for v4 in embedded:
-                    verdict = self._judge_ip((addr.V4, v4), port, hostnames, op)
-                    if not verdict.allowed:
-                        break
-                return Decision(verdict.action, op, target, verdict.rule,
-                                f"{target} carries the IPv4 address {verdict.target}. "
-                                + verdict.reason)
+                return self._judge_embedded(ip, embedded, port, hostnames, op)
+        return self._judge_plain(ip, port, hostnames, op)
+
+    def _judge_embedded(self, ip: tuple[int, int], embedded: tuple[int, ...],
+                        port: int | None, hostnames: tuple[str, ...], op: str) -> Decision:
+        target = _target(addr.format_ip(ip), port)
+        for rule in self.network.deny_addresses:
+            if rule.matches(ip, port):
+                return _deny_rule(op, target, rule.text)
+        verdicts = [self._judge_plain((addr.V4, v4), port, hostnames, op) for v4 in embedded]
+        if not addr.translates_ipv4(ip[1]):  # a tunnel address is an IPv6 destination too
+            itself = self._judge_plain(ip, port, hostnames, op)
+            if not itself.allowed:
+                return itself
+        verdict = next((v for v in verdicts if not v.allowed), verdicts[-1])
+        return Decision(verdict.action, op, target, verdict.rule,
+                        f"{target} carries the IPv4 address {verdict.target}. {verdict.reason}")
+
+    def _judge_plain(self, ip: tuple[int, int], port: int | None,
+                     hostnames: tuple[str, ...], op: str) -> Decision:
+        text = addr.format_ip(ip)
+        target = _target(text, port)
+        net = self.network
         for rule in net.deny_addresses:
             if rule.matches(ip, port):
                 return _deny_rule(op, target, rule.text)
-        names = hostnames
         for rule in net.deny_hosts:
-            for name in names:
+            for name in hostnames:
                 if rule.matches(name, port):
                     return _deny_rule(op, target, rule.text, name)
         metadata = ip in addr.METADATA
+        port_listed = net.ports is None or port is None or port in net.ports
         for rule in net.allow_addresses:
-            if rule.matches(ip, port) and (rule.exact or not metadata):
-                return _allow_rule(op, target, rule.text, ports_ok=rule.port is not None
-                                   or net.ports is None or port in net.ports, net=net, port=port)
+            if (rule.matches(ip, port) and (rule.exact or not metadata)
+                    and (port_listed or rule.port is not None)):
+                return _allow_rule(op, target, rule.text)
         if not metadata:
             for rule in net.allow_hosts:
-                for name in names:
-                    if rule.matches(name, port):
-                        return _allow_rule(op, target, rule.text, ports_ok=rule.port is not None
-                                           or net.ports is None or port in net.ports,
-                                           net=net, port=port, name=name)
-        if net.ports is not None and port is not None and port not in net.ports:
-            return _ports_deny(op, target, net, port)
+                for name in hostnames:
+                    if rule.matches(name, port) and (port_listed or rule.port is not None):
+                        return _allow_rule(op, target, rule.text, name)
+        if not port_listed:
+            allowed = ", ".join(str(p) for p in sorted(net.ports or ()))
+            return Decision(DENY, op, target, "network.ports",
+                            f"Port {port} is not one of the allowed ports ({allowed}).")
         if net.default == "public":
             cidr = addr.non_public_range(ip)
             if cidr is not None:
@@ -455,7 +519,8 @@ class Policy:
                         f"The network default allows {target}.")
 
     def check_unix(self, path: str | bytes, *, op: str = "net.connect") -> Decision:
-        """Judge an AF_UNIX address: a path, or an abstract name (leading NUL)."""
+        """Judge an AF_UNIX address: a real path (symlinks already resolved by the
+        caller: the guard judges the inode it connects to), or an abstract name."""
         net = self.network
         if isinstance(path, bytes):
             path = path.decode("utf-8", "surrogateescape")
@@ -469,10 +534,10 @@ class Policy:
                             f"Access to the AF_UNIX socket {shown} is blocked: "
                             f"this policy denies AF_UNIX sockets.")
         if abstract:
-            system = "containerd" in path or "docker" in path
+            system = any(marker in path for marker in _SYSTEM_ABSTRACT)
             real = shown
         else:
-            real = os.path.realpath(path)
+            real = path
             system = (real.startswith(_SYSTEM_SOCKET_DIRS)
                       or os.path.basename(real) in _SYSTEM_SOCKET_NAMES
                       or real == net.agent_socket)
@@ -482,19 +547,25 @@ class Policy:
         return Decision(ALLOW, op, shown, "network.unix",
                         f"{shown} is not a system socket.")
 
-    def check_family(self, family: int, *, op: str = "net.connect") -> Decision:
-        """Families other than IPv4, IPv6 and AF_UNIX are denied unless the default is allow."""
+    def check_family(self, family: int, *, raw: bool = False,
+                     op: str = "net.connect") -> Decision:
+        """Families other than IPv4, IPv6 and AF_UNIX, and raw IP sockets (which
+        write their own destination into the packet), are denied unless the
+        default is allow."""
         import socket
         try:
             name = socket.AddressFamily(family).name
         except ValueError:
             name = str(family)
+        if raw:
+            name = f"raw {name}"
         if self.network.default == "allow":
             return Decision(ALLOW, op, name, "network.family",
                             f"Sockets of family {name} are allowed by the network default.")
+        why = ("they choose their own destination" if raw
+               else "this policy only judges IPv4, IPv6 and AF_UNIX")
         return Decision(DENY, op, name, "network.family",
-                        f"Sockets of family {name} are blocked: this policy only judges "
-                        f"IPv4, IPv6 and AF_UNIX.")
+                        f"Sockets of family {name} are blocked: {why}.")
 
 
 _PRIVATE_REASONS = {c: f"Access to private IP range {c} is blocked." for c in addr.NON_PUBLIC_CIDRS}
@@ -512,16 +583,7 @@ def _deny_rule(op: str, target: str, rule: str, name: str | None = None) -> Deci
                     f"Access to {what} is blocked by the deny rule {rule!r}.")
 
 
-def _ports_deny(op: str, target: str, net: _NetworkRules, port: int) -> Decision:
-    allowed = ", ".join(str(p) for p in sorted(net.ports or ()))
-    return Decision(DENY, op, target, "network.ports",
-                    f"Port {port} is not one of the allowed ports ({allowed}).")
-
-
-def _allow_rule(op: str, target: str, rule: str, *, ports_ok: bool, net: _NetworkRules,
-                port: int | None, name: str | None = None) -> Decision:
-    if not ports_ok and port is not None:
-        return _ports_deny(op, target, net, port)
+def _allow_rule(op: str, target: str, rule: str, name: str | None = None) -> Decision:
     what = f"{name} ({target})" if name else target
     return Decision(ALLOW, op, target, f"network.allow[{rule}]",
                     f"Access to {what} is allowed by the rule {rule!r}.")

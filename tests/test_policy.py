@@ -174,3 +174,98 @@ def test_decisions_are_memoised_and_identical():
     assert NET_SAFE.check_connect("10.1.1.1", 80) is NET_SAFE.check_connect("10.1.1.1", 80)
     with pytest.raises(AttributeError):
         NET_SAFE.network = None
+
+
+@pytest.mark.parametrize("host", [
+    "fe80::5efe:8.8.8.8", "fd12:3456::5efe:8.8.8.8", "ff02::5efe:8.8.8.8",
+    "fec0::5efe:8.8.8.8", "2001:db8::5efe:8.8.8.8", "100::5efe:8.8.8.8",
+    "2001:0:808:808::f7f7:f7f7",  # Teredo: 2001::/32 is not public
+])
+def test_tunnel_addresses_are_judged_as_ipv6_too(host):
+    """ISATAP or Teredo under a non-public prefix stays denied whatever IPv4 it carries."""
+    decision = NET_SAFE.check_connect(host, 443)
+    assert (decision.action, decision.rule) == (Action.DENY, "network.public")
+
+
+def test_a_public_tunnel_to_a_public_host_is_allowed():
+    """6to4 and ISATAP under a global prefix, carrying a public IPv4, are public."""
+    assert NET_SAFE.check_connect("2002:808:808::1", 443).allowed
+    assert NET_SAFE.check_connect("2606:4700::5efe:8.8.8.8", 443).allowed
+
+
+@pytest.mark.parametrize("rule, host, allowed", [
+    ("::ffff:10.0.0.0/104", "10.1.2.3", True),           # a mapped range is an IPv4 range
+    ("::ffff:10.0.0.0/104", "::ffff:10.1.2.3", True),
+    ("fe80::5efe:a9fe:a9fe", "169.254.169.254", False),  # an ISATAP rule is not an IPv4 rule
+    ("2002:a00:5::1", "10.0.0.5", False),                # nor is a 6to4 one
+])
+def test_only_translation_rules_become_ipv4_rules(rule, host, allowed):
+    """A single IPv6 tunnel address in a rule never opens the IPv4 host it carries."""
+    assert policy(allow=[rule]).check_connect(host, 80).allowed is allowed
+
+
+@pytest.mark.parametrize("allow", [["10.0.0.0/8", "10.0.0.5:8080"], ["10.0.0.5:8080", "10.0.0.0/8"],
+                                   ["db.internal", "db.internal:8080"]])
+def test_allow_rule_order_does_not_matter_with_ports(allow):
+    """A port-specific allow wins over an earlier rule that the port list rejects."""
+    pol = policy(allow=allow, ports=[443])
+    assert pol.check_connect("10.0.0.5", 8080, ("db.internal",)).allowed
+    assert pol.check_connect("10.0.0.5", 8081, ("db.internal",)).rule == "network.ports"
+
+
+def test_port_specific_allow_counts_when_the_port_is_unknown():
+    """At resolve time (no port yet) an address a port-specific rule allows is kept."""
+    pol = policy(allow=["10.0.0.5:8080"])
+    assert pol.check_connect("10.0.0.5").allowed
+    assert not pol.check_connect("10.0.0.5", 80).allowed
+    assert not policy(default="allow", deny=["10.0.0.5:22"]).check_connect("10.0.0.5").action \
+        is Action.DENY
+
+
+def test_deny_wildcard_covers_the_domain_itself_allow_wildcard_does_not():
+    """`*.evil.com` in deny also denies evil.com; in allow it opens subdomains only."""
+    assert policy(default="allow", deny=["*.evil.com"]).check_resolve("evil.com").action \
+        is Action.DENY
+    assert not policy(default="deny", allow=["*.lab.test"]).check_connect(
+        "10.0.0.5", 80, ("lab.test",)).allowed
+
+
+def test_unicode_rules_cover_idna_2003_and_2008():
+    """faß.de is fass.de to Python's codec and xn--fa-hia.de to requests/httpx: deny both."""
+    pytest.importorskip("idna")
+    pol = policy(deny=["faß.de"])
+    assert pol.check_resolve("fass.de").action is Action.DENY
+    assert pol.check_resolve("xn--fa-hia.de").action is Action.DENY
+
+
+@pytest.mark.parametrize("host", ["169.254.170.23", "fd20:ce::254", "169.254.0.23",
+                                  "fe80::a9fe:a9fe", "192.0.0.192"])
+def test_every_known_metadata_address_is_denied_under_default_allow(host):
+    """EKS pod identity, GCE over IPv6, Tencent, OpenStack over IPv6, Oracle."""
+    assert policy(default="allow").check_connect(host, 80).rule == "network.metadata"
+
+
+@pytest.mark.parametrize("path", ["/var/snap/lxd/common/lxd/unix.socket", "/var/lib/incus/unix.socket",
+                                  "/var/lib/kubelet/pod-resources/kubelet.sock",
+                                  "/tmp/.X11-unix/X0", "\0/tmp/.X11-unix/X0"])
+def test_root_equivalent_daemons_are_system_sockets(path):
+    """LXD, Incus, kubelet and the X server are as dangerous as docker."""
+    assert policy().check_unix(path).rule == "network.unix.system"
+
+
+def test_compiled_rules_cannot_be_changed():
+    """The compiled rules are frozen all the way down; config is a copy."""
+    pol = policy(deny=["10.0.0.0/8"])
+    with pytest.raises(AttributeError):
+        pol.network.default = "allow"
+    with pytest.raises(AttributeError):
+        pol.network.deny_addresses[0].first = 0
+    assert isinstance(pol.network.deny_addresses, tuple)
+    pol.config["network"]["default"] = "allow"
+    assert pol.config["network"]["default"] == "public"
+
+
+def test_raw_sockets_are_denied_unless_default_allow():
+    """A raw IP socket writes its own destination into the header."""
+    assert NET_SAFE.check_family(socket.AF_INET, raw=True).rule == "network.family"
+    assert policy(default="allow").check_family(socket.AF_INET, raw=True).allowed
