@@ -1,10 +1,13 @@
 """Interception: the patches on `socket`, and the audit-hook backstop behind them.
 
-The wrappers extract the subject of a call, ask the installed policy, and
-either raise `SecurityError` before the original runs or call it. The audit
-hook sees what the patches cannot (`_socket`, references captured before
-`install()`, `importlib.reload(socket)`) and skips calls a patch already
-judged.
+The wrappers take an exact copy of what a call names (str, bytes, int and
+tuple, never a subclass that could answer differently twice), ask the
+installed policy, and either raise `SecurityError` before the original runs
+or call the original with that same copy. A hostname is resolved once, here,
+and the judged number is what gets connected; an AF_UNIX path is pinned to
+the inode that was judged. The audit hook sees what the patches cannot
+(`_socket`, references captured before `install()`, `importlib.reload`);
+what it cannot pin down there, it denies.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import sys
 import threading
 import warnings
 from collections import OrderedDict
+from contextvars import ContextVar
 from functools import lru_cache
 from typing import Any, Callable
 
@@ -30,11 +34,12 @@ from ._policy import Policy
 from ._types import Action, Decision, Mode
 
 _INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
+_AF_UNIX = getattr(socket, "AF_UNIX", None)
 # The C-level members: a subclass can override the `family` and `type`
 # properties to lie, and the properties rebuild an enum on every read.
 _family_of = _socket.socket.__dict__["family"].__get__
 _type_of = _socket.socket.__dict__["type"].__get__
-_AF_UNIX = getattr(socket, "AF_UNIX", None)
+_CONNECTING = ("net.connect", "net.send")
 
 
 class _Active:
@@ -46,14 +51,13 @@ class _Active:
         self.policy, self.mode = policy, mode
 
 
-class _Local(threading.local):
-    busy = False          # inside failcore's own work: pass everything through
-    expect: Any = None    # the call a patch has judged and is now running
-    connect_host: str | None = None  # hostname given to create_connection
-
+# Per thread, asyncio task and greenlet alike (contextvars follow all three).
+_own_call: ContextVar[bool] = ContextVar("failcore_own_call", default=False)
+_reporting: ContextVar[bool] = ContextVar("failcore_reporting", default=False)
+_judged: ContextVar[Any] = ContextVar("failcore_judged", default=None)
+_connect_host: ContextVar[str | None] = ContextVar("failcore_connect_host", default=None)
 
 _state: _Active | None = None
-_local = _Local()
 _lock = threading.RLock()
 _patches: list[tuple[Any, str, Any, bool, Any]] = []
 _hook_added = False
@@ -74,23 +78,38 @@ def _remember(name: str, ips: list[tuple[int, int]]) -> None:
 
 
 def _names_for(ip: tuple[int, int]) -> tuple[str, ...]:
-    host = _local.connect_host
+    host = _connect_host.get()
     if host is not None:
         return (host,)
     return _resolved.get(ip, ())
+
+
+def _own(function: Callable[..., Any], *args: Any) -> Any:
+    """Call an original for failcore itself; its audit events are not judged again.
+
+    Only exact arguments reach here, so no caller code runs inside.
+    """
+    token = _own_call.set(True)
+    try:
+        return function(*args)
+    finally:
+        _own_call.reset(token)
 
 
 # -- verdicts ----------------------------------------------------------------
 
 
 def _report(state: _Active, decision: Decision) -> None:
-    """Log a deny (or, in audit mode, a would-deny) without re-entering the guard."""
-    outcome = "deny" if state.mode is Mode.ENFORCE else "would-deny"
-    _local.busy = True
+    """Log a deny (a would-deny in audit mode). Calls a log handler makes are
+    still judged, but their own denies are not logged again (no recursion)."""
+    if _reporting.get():
+        return
+    token = _reporting.set(True)
     try:
-        log_decision(decision, outcome, state.mode.value)
+        log_decision(decision, "deny" if state.mode is Mode.ENFORCE else "would-deny",
+                     state.mode.value)
     finally:
-        _local.busy = False
+        _reporting.reset(token)
 
 
 def _enforce(state: _Active, decision: Decision) -> None:
@@ -102,45 +121,71 @@ def _enforce(state: _Active, decision: Decision) -> None:
         raise SecurityError(decision)
 
 
-def _guard_error(op: str, subject: Any, exc: BaseException) -> Decision:
-    return Decision(Action.DENY, op, repr(subject)[:200], "guard.error",
+def _guard_error(op: str, exc: BaseException) -> Decision:
+    return Decision(Action.DENY, op, "(unknown)", "guard.error",
                     f"failcore could not check this call ({type(exc).__name__}: {exc}), "
                     f"so it was blocked.")
 
 
-def _host_text(host: Any) -> str | None:
-    if isinstance(host, str):
+def _unpinned(op: str, target: str, why: str) -> Decision:
+    return Decision(Action.DENY, op, target, "guard.unpinned",
+                    f"failcore cannot tell {why} on this path (_socket, a captured method or "
+                    f"a reloaded socket module), so the call was blocked.")
+
+
+# -- exact copies of what a call names ---------------------------------------------
+
+
+def _exact_host(host: Any) -> str | bytes | None:
+    """A host as the C code reads it: exact str or bytes (None stays None)."""
+    if host is None or type(host) in (str, bytes):
         return host
+    if isinstance(host, str):
+        return str.__str__(host)
     if isinstance(host, (bytes, bytearray)):
-        return bytes(host).decode("ascii")
-    return None
+        return bytes(host)
+    raise TypeError(f"a host must be str or bytes, not {type(host).__name__}")
 
 
-def _exact(value: Any) -> Any:
-    """`value` as the C socket code reads it: an exact tuple, str or bytes.
-
-    A subclass can show Python-level code other items than its real ones, and
-    a bytearray can change after the check; the check and the call both use
-    this copy.
-    """
-    if isinstance(value, tuple):
-        return value if type(value) is tuple else tuple.__getitem__(value, slice(None))
-    if isinstance(value, str):
-        return value if type(value) is str else str.__str__(value)
-    if isinstance(value, bytes):
-        return value if type(value) is bytes else bytes.__getitem__(value, slice(None))
-    if isinstance(value, bytearray):
-        return bytes(bytearray.__getitem__(value, slice(None)))
-    return value
+def _host_text(host: str | bytes) -> str:
+    """Text to judge; undecodable bytes stay visible (and fail hostname checks)."""
+    return host if type(host) is str else host.decode("ascii", "surrogateescape")
 
 
-def _exact_inet(address: tuple) -> tuple:
-    """An (host, port, ...) address rebuilt from exact objects (see `_exact`)."""
+def _exact_port(port: Any) -> Any:
+    """A getaddrinfo port: None, an exact int, or an exact str/bytes service name."""
+    if port is None or type(port) in (int, str, bytes):
+        return port
+    if isinstance(port, (str, bytes)):
+        return _exact_host(port)
+    return operator.index(port)
+
+
+def _exact_inet(address: Any, op: str) -> tuple:
+    """(host, port[, flowinfo, scope_id]) rebuilt from exact str and ints."""
+    if not isinstance(address, tuple) or not 2 <= len(address) <= 4:
+        raise TypeError(f"failcore: {op} needs a (host, port) tuple, got {address!r:.80}")
+    host, port, *rest = tuple.__getitem__(address, slice(None))
+    host = _exact_host(host)
+    return (_host_text(host), operator.index(port), *map(operator.index, rest))
+
+
+def _is_exact_inet(address: Any) -> bool:
     if type(address) is not tuple:
-        address = tuple.__getitem__(address, slice(None))
-    if address and type(address[0]) is not str:
-        address = (_exact(address[0]), *address[1:])
-    return address
+        return False
+    if len(address) == 2:  # the common case, checked without a loop
+        return type(address[0]) is str and type(address[1]) is int
+    return (2 < len(address) <= 4 and type(address[0]) in (str, bytes)
+            and all(type(x) is int for x in address[1:]))
+
+
+def _exact_path(address: Any) -> str | bytes:
+    """An AF_UNIX address as the C code reads it: a str, or a buffer's bytes."""
+    if type(address) in (str, bytes):
+        return address
+    if isinstance(address, str):
+        return str.__str__(address)
+    return bytes(memoryview(address))  # TypeError for anything that is not a buffer
 
 
 @lru_cache(maxsize=4096)
@@ -155,61 +200,97 @@ def _strict_ip(host: str) -> tuple[int, int] | None:
     return addr.parse_ip(host)
 
 
-def _judge_address(state: _Active, sock: Any, address: Any, op: str,
-                   all_must_pass: bool) -> tuple[Decision | None, Any]:
-    """The decision for `address` on `sock`, and the address to really use.
+def _numeric_ip(host: str, family: int) -> tuple[int, int] | None:
+    """What the C library reads a numeric spelling (`127.1`, `0x7f.1`) as; None for a name."""
+    try:
+        infos = _own(_originals.getaddrinfo, host, None, family, 0, 0, socket.AI_NUMERICHOST)
+    except (OSError, UnicodeError):
+        return None
+    return addr.parse_ip(infos[0][4][0]) if infos else None
 
-    A hostname (or any spelling the OS would resolve) is resolved here and
-    replaced by the numeric address that was judged, so nothing is looked up
-    again between the check and the connect. Returns `(None, address)` for
-    addresses the original will reject by itself.
+
+# -- judging an address --------------------------------------------------------
+
+
+def _judge(state: _Active, sock: Any, address: Any, op: str,
+           pin: bool) -> tuple[Decision | None, Any, int]:
+    """The decision for `address` on `sock`, the address to really use, and an fd to close.
+
+    With `pin` (the patches), a hostname is resolved here and replaced by the
+    judged number, and an AF_UNIX path by `/proc/self/fd/N` of the judged
+    inode. Without it (the audit hook, after the C code has already read the
+    address), what cannot be pinned is denied. `None` means: nothing to judge.
     """
     policy = state.policy
     family = _family_of(sock)
     if family in _INET_FAMILIES:
-        if not isinstance(address, tuple):
-            return None, address
-        address = _exact_inet(address)  # judge, and pass on, what the C code will read
-        if len(address) < 2:
-            return None, address
+        if op == "net.bind":
+            return None, address, -1  # listening on an IP reaches nobody
+        if _type_of(sock) == socket.SOCK_RAW:
+            return policy.check_family(family, raw=True, op=op), address, -1
+        if _is_exact_inet(address):
+            pass  # nothing in it can answer differently when the C code reads it
+        elif pin:
+            address = _exact_inet(address, op)
+        else:
+            return _unpinned(op, repr(type(address)), "what this address says"), address, -1
         host = address[0] if type(address[0]) is str else _host_text(address[0])
-        try:
-            port = operator.index(address[1])
-        except TypeError:
-            return None, address
-        if host is None:
-            return None, address
+        port = address[1]
         if host in ("", "<broadcast>"):
             ip = (addr.V4, 0xFFFFFFFF) if host else (
                 (addr.V4, 0) if family == socket.AF_INET else (addr.V6, 0))
         else:
             ip = _strict_ip(host)
+            if ip is None and not pin:
+                ip = _numeric_ip(host, family)
         if ip is not None:
-            return policy.check_ip(ip, port, _names_for(ip), op=op), address
-        return _judge_hostname(policy, sock, host, port, address, op, all_must_pass)
+            return policy.check_ip(ip, port, _names_for(ip), op=op), address, -1
+        resolve = policy.check_resolve(host)
+        if not resolve.allowed or not pin:
+            return resolve if not resolve.allowed else _unpinned(
+                op, f"{host}:{port}", f"which address {host} resolved to"), address, -1
+        decision, address = _judge_hostname(policy, sock, host, port, address, op)
+        return decision, address, -1
     if family == _AF_UNIX:
-        if isinstance(address, (str, bytes)):
-            address = _exact(address)
+        if pin:
+            path = _exact_path(address)
+        elif type(address) in (str, bytes):
+            path = address
         else:
-            try:  # the C code reads a path from any buffer, never via __fspath__
-                address = bytes(memoryview(address))
-            except TypeError:
-                return None, address  # the original rejects it
-        return policy.check_unix(address, op=op), address
-    return policy.check_family(family, op=op), address
+            return _unpinned(op, repr(type(address)), "which path this address names"), \
+                address, -1
+        abstract = path[:1] in ("\0", b"\0")
+        if policy.network.unix != "deny-system" or abstract:
+            return policy.check_unix(path, op=op), path, -1
+        if op not in _CONNECTING:  # bind: the file does not exist yet
+            return policy.check_unix(os.path.realpath(path), op=op), path, -1
+        if not pin:
+            return _unpinned(op, os.fsdecode(path), "which socket this path leads to"), path, -1
+        return _pin_unix(policy, path, op)
+    return policy.check_family(family, op=op), address, -1
+
+
+def _pin_unix(policy: Policy, path: str | bytes, op: str) -> tuple[Decision, Any, int]:
+    """Judge the socket inode `path` leads to now, and connect to that inode.
+
+    A symlink swapped between the check and the connect cannot redirect it.
+    Errors opening the path are the caller's, as connect would raise them.
+    """
+    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    pinned = f"/proc/self/fd/{fd}"
+    try:
+        real = os.readlink(pinned)
+    except OSError:
+        os.close(fd)
+        return _unpinned(op, os.fsdecode(path), "which socket this path leads to"), path, -1
+    return policy.check_unix(real, op=op), pinned, fd
 
 
 def _judge_hostname(policy: Policy, sock: Any, host: str, port: int, address: tuple,
-                    op: str, all_must_pass: bool) -> tuple[Decision, Any]:
-    resolve = policy.check_resolve(host)
-    if not resolve.allowed:
-        return resolve, address
+                    op: str) -> tuple[Decision, tuple]:
+    """Resolve `host` once; return the first allowed address, or the first deny."""
     name = addr.normalise_hostname(host)
-    _local.busy = True
-    try:
-        infos = _originals.getaddrinfo(host, port, _family_of(sock), _type_of(sock))
-    finally:
-        _local.busy = False
+    infos = _own(_originals.getaddrinfo, host, port, _family_of(sock), _type_of(sock))
     ips = [addr.parse_ip(info[4][0]) for info in infos]
     _remember(name, [ip for ip in ips if ip is not None])
     first_denied: Decision | None = None
@@ -217,52 +298,55 @@ def _judge_hostname(policy: Policy, sock: Any, host: str, port: int, address: tu
         if ip is None:
             continue
         decision = policy.check_ip(ip, port, (name,), op=op)
-        if decision.allowed and not all_must_pass:
+        if decision.allowed:
             return decision, (info[4][0], *address[1:])
-        if not decision.allowed and first_denied is None:
-            first_denied = decision
-    if first_denied is not None:
-        return first_denied, address
-    if all_must_pass and ips:
-        return decision, address
-    return Decision(Action.DENY, op, f"{name}:{port}", "network.invalid",
-                    f"{name} resolved to no address failcore could judge; it was blocked."), address
+        first_denied = first_denied or decision
+    return first_denied or Decision(
+        Action.DENY, op, f"{name}:{port}", "network.invalid",
+        f"{name} resolved to no address failcore could judge; it was blocked."), address
 
 
 # -- socket method wrappers ----------------------------------------------------
 
 
-def _guarded_call(op: str, address_index: Callable[[tuple], int | None]) -> Callable[..., Any]:
-    """A wrapper for a socket method; `address_index(args)` says where the address is."""
+def _guarded_call(op: str, locate: Callable[[tuple], int | None],
+                  exact_args: Callable[[tuple], tuple] = lambda args: args) -> Callable[..., Any]:
+    """A wrapper for a socket method: `locate(args)` says where the address is,
+    `exact_args` makes the other arguments exact."""
 
     def guard(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         state = _state
-        if state is None or _local.busy or kwargs or instance is None:
+        if state is None or kwargs or instance is None:
             return wrapped(*args, **kwargs)
-        index = address_index(args)
+        index = locate(args)
         if index is None or args[index] is None:  # malformed, or sendmsg on a connected socket
             return wrapped(*args)
+        fd = -1
         try:
-            decision, address = _judge_address(state, instance, args[index], op, False)
-        except socket.gaierror:
-            raise
+            decision, address, fd = _judge(state, instance, args[index], op, True)
+        except (TypeError, ValueError, OSError):
+            raise  # a bad address, or the error the real call would give
         except Exception as exc:
-            decision, address = _guard_error(op, args[index], exc), args[index]
-        if decision is not None and decision.action is not Action.ALLOW:
-            _enforce(state, decision)
-        _local.expect = instance
+            decision, address = _guard_error(op, exc), args[index]
         try:
-            if len(args) == 1:
-                return wrapped(address)
-            return wrapped(*args[:index], address, *args[index + 1:])
+            if decision is not None and decision.action is not Action.ALLOW:
+                _enforce(state, decision)
+            args = (address,) if len(args) == 1 else exact_args(
+                (*args[:index], address, *args[index + 1:]))
+            token = _judged.set(address)
+            try:
+                return wrapped(*args)
+            finally:
+                _judged.reset(token)
         finally:
-            _local.expect = None
+            if fd >= 0:
+                os.close(fd)
 
     guard.__name__ = f"guard_{op.replace('.', '_')}"
     return guard
 
 
-def _connect_address(args: tuple) -> int | None:
+def _at_0(args: tuple) -> int | None:
     return 0 if len(args) == 1 else None
 
 
@@ -270,65 +354,57 @@ def _sendto_address(args: tuple) -> int | None:
     return len(args) - 1 if len(args) in (2, 3) else None  # sendto(data[, flags], address)
 
 
+def _sendto_exact(args: tuple) -> tuple:
+    return (args[0], operator.index(args[1]), args[2]) if len(args) == 3 else args
+
+
 def _sendmsg_address(args: tuple) -> int | None:
     return 3 if len(args) >= 4 else None  # sendmsg(buffers, ancdata, flags, address)
 
 
-def _guard_bind(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    """Binding an IP address reaches nobody; AF_UNIX and other families are judged."""
-    state = _state
-    if state is None or _local.busy or instance is None or _family_of(instance) in _INET_FAMILIES:
-        return wrapped(*args, **kwargs)
-    if len(args) == 1 and not kwargs:
-        try:
-            decision, _ = _judge_address(state, instance, args[0], "net.bind", False)
-        except Exception as exc:
-            decision = _guard_error("net.bind", args[0], exc)
-        if decision is not None:
-            _enforce(state, decision)
-    _local.expect = instance
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        _local.expect = None
+def _sendmsg_exact(args: tuple) -> tuple:
+    return (args[0], args[1], operator.index(args[2]), *args[3:])
 
 
 def _guard_create_connection(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """Keep the hostname the caller asked for, so hostname rules see it."""
+    state = _state
     address = args[0] if args else kwargs.get("address")
+    if state is None or not isinstance(address, tuple) or len(address) != 2:
+        return wrapped(*args, **kwargs)
+    address = (_exact_host(address[0]), _exact_port(address[1]))
+    args, kwargs = ((address, *args[1:]), kwargs) if args else (args, {**kwargs, "address": address})
+    text = _host_text(address[0]) if address[0] is not None else ""
     host = None
-    if isinstance(address, tuple) and address:
-        text = _host_text(address[0])
-        if text is not None and addr.parse_ip(text) is None:
-            try:
-                host = addr.normalise_hostname(text)
-            except ValueError:
-                host = None
-    outer = _local.connect_host
-    _local.connect_host = host
+    if text and addr.parse_ip(text) is None:
+        try:
+            host = addr.normalise_hostname(text)
+        except ValueError:
+            pass  # getaddrinfo judges and denies it
+    token = _connect_host.set(host)
     try:
         return wrapped(*args, **kwargs)
     finally:
-        _local.connect_host = outer
+        _connect_host.reset(token)
 
 
 # -- resolver wrappers -------------------------------------------------------
 
 
 def _filter_records(state: _Active, name: str | None, records: list, port_known: bool,
-                    sockaddr_of: Callable[[Any], Any]) -> list:
+                    sockaddr_of: Callable[[Any], Any], raise_if_none: bool) -> list:
     """Drop resolved addresses the policy denies, so callers use an allowed one.
 
-    Raises when every address is denied (enforce mode); in audit mode the
-    records are returned whole and each denied one is reported.
+    When every address is denied: raise (enforce mode, `raise_if_none`), or
+    return them all and let the connect decide. Audit mode changes nothing.
     """
     policy = state.policy
-    host = _local.connect_host
+    host = _connect_host.get()
     names = (host,) if host else (name,) if name else ()
     kept, denials, ips = [], [], []
     for record in records:
         sockaddr = sockaddr_of(record)
-        ip = addr.parse_ip(sockaddr[0]) if isinstance(sockaddr[0], str) else None
+        ip = addr.parse_ip(sockaddr[0]) if type(sockaddr[0]) is str else None
         if ip is None:
             kept.append(record)
             continue
@@ -343,168 +419,146 @@ def _filter_records(state: _Active, name: str | None, records: list, port_known:
         _remember(name, ips)
     if not denials:
         return records
-    if kept or state.mode is not Mode.ENFORCE:
+    if state.mode is not Mode.ENFORCE:
         for decision in denials:
             _report(state, decision)
-        return kept if state.mode is Mode.ENFORCE else records
-    for decision in denials[1:]:
+        return records
+    if not kept:
+        if raise_if_none:
+            for decision in denials[1:]:
+                _report(state, decision)
+            _enforce(state, denials[0])
+        return records  # the connect will judge (and report) the address it uses
+    for decision in denials:
         _report(state, decision)
-    _enforce(state, denials[0])
-    return records  # not reached: enforce raised
+    return kept
 
 
-def _resolve_name(state: _Active, host: Any) -> str | None:
-    """Judge the name itself; return it normalised, or None for an IP literal."""
-    text = _host_text(host)
-    if text is None or addr.parse_ip(text) is not None:
+def _judge_name(state: _Active, host: str | bytes | None) -> str | None:
+    """Judge the name itself; return it normalised, or None (an IP, or no usable name)."""
+    if host is None:
         return None
-    _enforce(state, state.policy.check_resolve(text))
-    return addr.normalise_hostname(text)
+    text = _host_text(host)
+    if addr.parse_ip(text) is not None:
+        return None
+    decision = state.policy.check_resolve(text)
+    _enforce(state, decision)
+    return addr.normalise_hostname(text) if decision.allowed else None
 
 
-def _guard_getaddrinfo(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    state = _state
-    host = args[0] if args else kwargs.get("host")
-    if state is None or _local.busy or host is None:
-        return wrapped(*args, **kwargs)
+def _resolver(judge_and_call: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a resolver: pass through when idle; internal errors deny."""
+
+    def guard(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        state = _state
+        if state is None:
+            return wrapped(*args, **kwargs)
+        try:
+            return judge_and_call(state, wrapped, *args, **kwargs)
+        except (SecurityError, OSError, TypeError, ValueError):
+            raise
+        except Exception as exc:
+            _enforce(state, _guard_error("net.resolve", exc))
+            raise
+
+    guard.__name__ = f"guard{judge_and_call.__name__}"
+    return guard
+
+
+def _call_judged(wrapped: Any, host: Any, *args: Any) -> Any:
+    token = _judged.set(host)
     try:
-        name = _resolve_name(state, host)
-    except SecurityError:
-        raise
-    except Exception as exc:
-        _enforce(state, _guard_error("net.resolve", host, exc))
-        name = None
-    port = args[1] if len(args) > 1 else kwargs.get("port")
-    _local.expect = host
-    try:
-        records = wrapped(*args, **kwargs)
+        return wrapped(host, *args)
     finally:
-        _local.expect = None
+        _judged.reset(token)
+
+
+@_resolver
+def _getaddrinfo(state: _Active, wrapped: Any, host: Any, port: Any, family: Any = 0,
+                type: Any = 0, proto: Any = 0, flags: Any = 0) -> Any:
+    host = _exact_host(host)
+    port = _exact_port(port)
+    family, type, proto, flags = map(operator.index, (family, type, proto, flags))
+    name = _judge_name(state, host)
+    records = _call_judged(wrapped, host, port, family, type, proto, flags)
+    if host is None or flags & socket.AI_PASSIVE:  # addresses to listen on reach nobody
+        return records
     return _filter_records(state, name, records, port not in (None, 0, "0", b"0"),
-                           lambda record: record[4])
+                           lambda record: record[4], raise_if_none=True)
 
 
-def _guard_gethostbyname(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    state = _state
-    if state is None or _local.busy or len(args) != 1:
-        return wrapped(*args, **kwargs)
-    name = _resolve_name(state, args[0])
-    _local.expect = args[0]
-    try:
-        # The C call returns a name's first record only; take them all, so a
-        # name with a denied and an allowed record gives the allowed one.
-        records = [wrapped(*args)] if name is None else _originals.gethostbyname_ex(*args)[2]
-    finally:
-        _local.expect = None
-    return _filter_records(state, name, records, False, lambda ip: (ip, 0))[0]
+@_resolver
+def _gethostbyname(state: _Active, wrapped: Any, host: Any) -> Any:
+    host = _exact_host(host)
+    name = _judge_name(state, host)
+    if name is None:
+        return _call_judged(wrapped, host)
+    # The C call returns a name's first record only; take them all, so a
+    # name with a denied and an allowed record gives the allowed one.
+    records = _call_judged(_originals.gethostbyname_ex, host)[2]
+    return _filter_records(state, name, records, False, lambda ip: (ip, 0), False)[0]
 
 
-def _guard_gethostbyname_ex(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    state = _state
-    if state is None or _local.busy or len(args) != 1:
-        return wrapped(*args, **kwargs)
-    name = _resolve_name(state, args[0])
-    _local.expect = args[0]
-    try:
-        hostname, aliases, ips = wrapped(*args)
-    finally:
-        _local.expect = None
-    return hostname, aliases, _filter_records(state, name, ips, False, lambda ip: (ip, 0))
+@_resolver
+def _gethostbyname_ex(state: _Active, wrapped: Any, host: Any) -> Any:
+    host = _exact_host(host)
+    name = _judge_name(state, host)
+    hostname, aliases, ips = _call_judged(wrapped, host)
+    return hostname, aliases, _filter_records(state, name, ips, False, lambda ip: (ip, 0), False)
+
+
+@_resolver
+def _gethostbyaddr(state: _Active, wrapped: Any, host: Any) -> Any:
+    """A name given here is looked up forwards first: judge it like any lookup."""
+    host = _exact_host(host)
+    _judge_name(state, host)
+    return _call_judged(wrapped, host)
 
 
 # -- the audit-hook backstop -------------------------------------------------
 
 
-def _unpinned(policy: Policy, sock: Any, address: Any, op: str) -> Decision | None:
-    """Deny what the C code turned into a sockaddr out of failcore's sight.
-
-    By the time an audit event fires, the C code has already resolved a
-    hostname (a second lookup here may get another answer: DNS rebinding) and
-    encoded the host of a str subclass through Python-level methods that may
-    lie. Neither can be pinned to what is used, so the audit-hook path denies
-    them; numeric spellings are parsed by the C library here exactly as there.
-    """
-    family = _family_of(sock)
-    if family == _AF_UNIX:
-        if type(address) in (str, bytes, bytearray, memoryview):
-            return None
-        return Decision(Action.DENY, op, repr(address)[:200], "guard.unpinned",
-                        f"failcore cannot see which path a {type(address).__name__} gave the "
-                        f"C code here, so the connection was blocked.")
-    if family not in _INET_FAMILIES or not isinstance(address, tuple):
-        return None
-    address = _exact(address)
-    if not address:
-        return None
-    host = address[0]
-    port = address[1] if len(address) > 1 else None
-    if isinstance(host, str) and type(host) is not str:
-        return Decision(Action.DENY, op, f"{_exact(host)}:{port}", "guard.unpinned",
-                        f"failcore cannot see how a {type(host).__name__} host was encoded "
-                        f"on this path, so the connection was blocked.")
-    text = _host_text(_exact(host))
-    if text is None or text in ("", "<broadcast>") or _strict_ip(text) is not None:
-        return None
-    try:  # a numeric spelling (inet_aton forms) is taken literally by the C library
-        _originals.getaddrinfo(text, None, family, 0, 0, socket.AI_NUMERICHOST)
-        return None
-    except OSError:
-        pass
-    resolve = policy.check_resolve(text)
-    if not resolve.allowed:
-        return resolve
-    name = addr.normalise_hostname(text)
-    return Decision(Action.DENY, op, f"{name}:{port}", "guard.unpinned",
-                    f"failcore cannot see which address {name} resolved to on this path "
-                    f"(_socket, a captured method or a reloaded socket module), so the "
-                    f"connection was blocked; resolve the name first.")
-
-
 def _hook_address(op: str) -> Callable[[_Active, tuple], None]:
     def check(state: _Active, args: tuple) -> None:
         sock, address = args[0], args[1]
-        if address is None or _local.expect is sock:
+        if address is None:
             return
-        _local.busy = True
+        if address is _judged.get():  # the call a patch judged: once
+            _judged.set(None)
+            return
         try:
-            decision = _unpinned(state.policy, sock, address, op)
-            if decision is None:
-                decision, _ = _judge_address(state, sock, address, op, True)
+            decision, _, _ = _judge(state, sock, address, op, False)
         except Exception as exc:
-            decision = _guard_error(op, address, exc)
-        finally:
-            _local.busy = False
+            decision = _guard_error(op, exc)
         if decision is not None:
             _enforce(state, decision)
 
     return check
 
 
-_hook_bind_unix = _hook_address("net.bind")
-
-
-def _hook_bind(state: _Active, args: tuple) -> None:
-    if _family_of(args[0]) not in _INET_FAMILIES:
-        _hook_bind_unix(state, args)
-
-
 def _hook_resolve(state: _Active, args: tuple) -> None:
     host = args[0]
-    if host is None or _local.expect is host:
+    if host is None:
+        return
+    if host is _judged.get():
+        _judged.set(None)
+        return
+    if type(host) not in (str, bytes):
+        _enforce(state, _unpinned("net.resolve", repr(type(host)), "which name this is"))
         return
     text = _host_text(host)
-    if text is None or addr.parse_ip(text) is not None:
-        return
-    _enforce(state, state.policy.check_resolve(text))
+    if addr.parse_ip(text) is None:
+        _enforce(state, state.policy.check_resolve(text))
 
 
 _HOOKS: dict[str, Callable[[_Active, tuple], None]] = {
     "socket.connect": _hook_address("net.connect"),
     "socket.sendto": _hook_address("net.send"),
     "socket.sendmsg": _hook_address("net.send"),
-    "socket.bind": _hook_bind,
+    "socket.bind": _hook_address("net.bind"),
     "socket.getaddrinfo": _hook_resolve,
     "socket.gethostbyname": _hook_resolve,
+    "socket.gethostbyaddr": _hook_resolve,
 }
 _active_hooks: dict[str, Callable[[_Active, tuple], None]] = {}
 
@@ -514,7 +568,7 @@ def _audit(event: str, args: tuple) -> None:
     hook = _active_hooks.get(event)
     if hook is not None:
         state = _state
-        if state is not None and not _local.busy:
+        if state is not None and not _own_call.get():
             hook(state, args)
 
 
@@ -523,9 +577,10 @@ def _audit(event: str, args: tuple) -> None:
 
 def _targets() -> list[tuple[Any, str, Callable[..., Any]]]:
     targets: list[tuple[Any, str, Callable[..., Any]]] = [
-        (socket, "getaddrinfo", _guard_getaddrinfo),
-        (socket, "gethostbyname", _guard_gethostbyname),
-        (socket, "gethostbyname_ex", _guard_gethostbyname_ex),
+        (socket, "getaddrinfo", _getaddrinfo),
+        (socket, "gethostbyname", _gethostbyname),
+        (socket, "gethostbyname_ex", _gethostbyname_ex),
+        (socket, "gethostbyaddr", _gethostbyaddr),
         (socket, "create_connection", _guard_create_connection),
     ]
     # The class saved at import (ssl.SSLSocket and early imports use it) and,
@@ -536,11 +591,11 @@ def _targets() -> list[tuple[Any, str, Callable[..., Any]]]:
         classes.append(live)
     for sock in classes:
         targets += [
-            (sock, "connect", _guarded_call("net.connect", _connect_address)),
-            (sock, "connect_ex", _guarded_call("net.connect", _connect_address)),
-            (sock, "sendto", _guarded_call("net.send", _sendto_address)),
-            (sock, "sendmsg", _guarded_call("net.send", _sendmsg_address)),
-            (sock, "bind", _guard_bind),
+            (sock, "connect", _guarded_call("net.connect", _at_0)),
+            (sock, "connect_ex", _guarded_call("net.connect", _at_0)),
+            (sock, "sendto", _guarded_call("net.send", _sendto_address, _sendto_exact)),
+            (sock, "sendmsg", _guarded_call("net.send", _sendmsg_address, _sendmsg_exact)),
+            (sock, "bind", _guarded_call("net.bind", _at_0)),
         ]
     return targets
 
@@ -586,12 +641,12 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
         policy = os.environ.get("FAILCORE_POLICY") or "agent_safe"
     compiled = Policy.load(policy)
     chosen = _parse_mode(mode or os.environ.get("FAILCORE_MODE") or Mode.ENFORCE)
+    if os.environ.get("FAILCORE_DISABLE") == "1":
+        chosen = Mode.OFF
     unenforced = [f"[{s}]" for s in ("filesystem", "process") if compiled.config.get(s)]
     if unenforced and chosen is not Mode.OFF:
         warnings.warn(f"failcore: {' and '.join(unenforced)} rules in {compiled.source} are "
                       f"validated but not enforced by this version", UserWarning, stacklevel=2)
-    if os.environ.get("FAILCORE_DISABLE") == "1":
-        chosen = Mode.OFF
     with _lock:
         if chosen is Mode.OFF:
             _deactivate()
