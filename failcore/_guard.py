@@ -54,7 +54,8 @@ class _Active:
 # Per thread, asyncio task and greenlet alike (contextvars follow all three).
 _own_call: ContextVar[bool] = ContextVar("failcore_own_call", default=False)
 _reporting: ContextVar[bool] = ContextVar("failcore_reporting", default=False)
-_judged: ContextVar[Any] = ContextVar("failcore_judged", default=None)
+# (audit event, socket or None, object): the one call a patch judged and is running.
+_judged: ContextVar[tuple | None] = ContextVar("failcore_judged", default=None)
 _connect_host: ContextVar[str | None] = ContextVar("failcore_connect_host", default=None)
 
 _state: _Active | None = None
@@ -309,10 +310,10 @@ def _judge_hostname(policy: Policy, sock: Any, host: str, port: int, address: tu
 # -- socket method wrappers ----------------------------------------------------
 
 
-def _guarded_call(op: str, locate: Callable[[tuple], int | None],
+def _guarded_call(op: str, event: str, locate: Callable[[tuple], int | None],
                   exact_args: Callable[[tuple], tuple] = lambda args: args) -> Callable[..., Any]:
-    """A wrapper for a socket method: `locate(args)` says where the address is,
-    `exact_args` makes the other arguments exact."""
+    """A wrapper for a socket method that raises audit `event`: `locate(args)`
+    says where the address is, `exact_args` makes the other arguments exact."""
 
     def guard(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         state = _state
@@ -333,7 +334,7 @@ def _guarded_call(op: str, locate: Callable[[tuple], int | None],
                 _enforce(state, decision)
             args = (address,) if len(args) == 1 else exact_args(
                 (*args[:index], address, *args[index + 1:]))
-            token = _judged.set(address)
+            token = _judged.set((event, instance, address))
             try:
                 return wrapped(*args)
             finally:
@@ -465,8 +466,8 @@ def _resolver(judge_and_call: Callable[..., Any]) -> Callable[..., Any]:
     return guard
 
 
-def _call_judged(wrapped: Any, host: Any, *args: Any) -> Any:
-    token = _judged.set(host)
+def _call_judged(event: str, wrapped: Any, host: Any, *args: Any) -> Any:
+    token = _judged.set((event, None, host))
     try:
         return wrapped(host, *args)
     finally:
@@ -480,7 +481,7 @@ def _getaddrinfo(state: _Active, wrapped: Any, host: Any, port: Any, family: Any
     port = _exact_port(port)
     family, type, proto, flags = map(operator.index, (family, type, proto, flags))
     name = _judge_name(state, host)
-    records = _call_judged(wrapped, host, port, family, type, proto, flags)
+    records = _call_judged("socket.getaddrinfo", wrapped, host, port, family, type, proto, flags)
     if host is None or flags & socket.AI_PASSIVE:  # addresses to listen on reach nobody
         return records
     return _filter_records(state, name, records, port not in (None, 0, "0", b"0"),
@@ -492,10 +493,10 @@ def _gethostbyname(state: _Active, wrapped: Any, host: Any) -> Any:
     host = _exact_host(host)
     name = _judge_name(state, host)
     if name is None:
-        return _call_judged(wrapped, host)
+        return _call_judged("socket.gethostbyname", wrapped, host)
     # The C call returns a name's first record only; take them all, so a
     # name with a denied and an allowed record gives the allowed one.
-    records = _call_judged(_originals.gethostbyname_ex, host)[2]
+    records = _call_judged("socket.gethostbyname", _originals.gethostbyname_ex, host)[2]
     return _filter_records(state, name, records, False, lambda ip: (ip, 0), False)[0]
 
 
@@ -503,7 +504,7 @@ def _gethostbyname(state: _Active, wrapped: Any, host: Any) -> Any:
 def _gethostbyname_ex(state: _Active, wrapped: Any, host: Any) -> Any:
     host = _exact_host(host)
     name = _judge_name(state, host)
-    hostname, aliases, ips = _call_judged(wrapped, host)
+    hostname, aliases, ips = _call_judged("socket.gethostbyname", wrapped, host)
     return hostname, aliases, _filter_records(state, name, ips, False, lambda ip: (ip, 0), False)
 
 
@@ -512,19 +513,25 @@ def _gethostbyaddr(state: _Active, wrapped: Any, host: Any) -> Any:
     """A name given here is looked up forwards first: judge it like any lookup."""
     host = _exact_host(host)
     _judge_name(state, host)
-    return _call_judged(wrapped, host)
+    return _call_judged("socket.gethostbyaddr", wrapped, host)
 
 
 # -- the audit-hook backstop -------------------------------------------------
 
 
-def _hook_address(op: str) -> Callable[[_Active, tuple], None]:
+def _is_judged(event: str, sock: Any, subject: Any) -> bool:
+    """Is this the very call a patch judged? Then skip it, once."""
+    token = _judged.get()
+    if token is not None and token[0] == event and token[1] is sock and token[2] is subject:
+        _judged.set(None)
+        return True
+    return False
+
+
+def _hook_address(op: str, event: str) -> Callable[[_Active, tuple], None]:
     def check(state: _Active, args: tuple) -> None:
         sock, address = args[0], args[1]
-        if address is None:
-            return
-        if address is _judged.get():  # the call a patch judged: once
-            _judged.set(None)
+        if address is None or _is_judged(event, sock, address):
             return
         try:
             decision, _, _ = _judge(state, sock, address, op, False)
@@ -536,29 +543,29 @@ def _hook_address(op: str) -> Callable[[_Active, tuple], None]:
     return check
 
 
-def _hook_resolve(state: _Active, args: tuple) -> None:
-    host = args[0]
-    if host is None:
-        return
-    if host is _judged.get():
-        _judged.set(None)
-        return
-    if type(host) not in (str, bytes):
-        _enforce(state, _unpinned("net.resolve", repr(type(host)), "which name this is"))
-        return
-    text = _host_text(host)
-    if addr.parse_ip(text) is None:
-        _enforce(state, state.policy.check_resolve(text))
+def _hook_resolve(event: str) -> Callable[[_Active, tuple], None]:
+    def check(state: _Active, args: tuple) -> None:
+        host = args[0]
+        if host is None or _is_judged(event, None, host):
+            return
+        if type(host) not in (str, bytes):
+            _enforce(state, _unpinned("net.resolve", repr(type(host)), "which name this is"))
+            return
+        text = _host_text(host)
+        if addr.parse_ip(text) is None:
+            _enforce(state, state.policy.check_resolve(text))
+
+    return check
 
 
 _HOOKS: dict[str, Callable[[_Active, tuple], None]] = {
-    "socket.connect": _hook_address("net.connect"),
-    "socket.sendto": _hook_address("net.send"),
-    "socket.sendmsg": _hook_address("net.send"),
-    "socket.bind": _hook_address("net.bind"),
-    "socket.getaddrinfo": _hook_resolve,
-    "socket.gethostbyname": _hook_resolve,
-    "socket.gethostbyaddr": _hook_resolve,
+    "socket.connect": _hook_address("net.connect", "socket.connect"),
+    "socket.sendto": _hook_address("net.send", "socket.sendto"),
+    "socket.sendmsg": _hook_address("net.send", "socket.sendmsg"),
+    "socket.bind": _hook_address("net.bind", "socket.bind"),
+    "socket.getaddrinfo": _hook_resolve("socket.getaddrinfo"),
+    "socket.gethostbyname": _hook_resolve("socket.gethostbyname"),
+    "socket.gethostbyaddr": _hook_resolve("socket.gethostbyaddr"),
 }
 _active_hooks: dict[str, Callable[[_Active, tuple], None]] = {}
 
@@ -591,11 +598,13 @@ def _targets() -> list[tuple[Any, str, Callable[..., Any]]]:
         classes.append(live)
     for sock in classes:
         targets += [
-            (sock, "connect", _guarded_call("net.connect", _at_0)),
-            (sock, "connect_ex", _guarded_call("net.connect", _at_0)),
-            (sock, "sendto", _guarded_call("net.send", _sendto_address, _sendto_exact)),
-            (sock, "sendmsg", _guarded_call("net.send", _sendmsg_address, _sendmsg_exact)),
-            (sock, "bind", _guarded_call("net.bind", _at_0)),
+            (sock, "connect", _guarded_call("net.connect", "socket.connect", _at_0)),
+            (sock, "connect_ex", _guarded_call("net.connect", "socket.connect", _at_0)),
+            (sock, "sendto", _guarded_call("net.send", "socket.sendto", _sendto_address,
+                                           _sendto_exact)),
+            (sock, "sendmsg", _guarded_call("net.send", "socket.sendmsg", _sendmsg_address,
+                                            _sendmsg_exact)),
+            (sock, "bind", _guarded_call("net.bind", "socket.bind", _at_0)),
         ]
     return targets
 
