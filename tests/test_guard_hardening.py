@@ -320,13 +320,15 @@ def _cover_sendto_data(sock, smuggle, address):
     sock.sendto(SmugglingData(smuggle), address)
 
 
+NEEDS_PY312_BUFFER = pytest.mark.skipif(sys.version_info < (3, 12),
+                                        reason="__buffer__ in Python code needs 3.12")
+
 COVERS = {
     "sendto-flags": _cover_sendto_flags,
     "sendmsg-flags": _cover_sendmsg_flags,
     "sendmsg-buffers": _cover_sendmsg_buffers,
     "sendmsg-ancdata": _cover_sendmsg_ancdata,
-    "sendto-data-buffer": pytest.param(_cover_sendto_data, marks=pytest.mark.skipif(
-        sys.version_info < (3, 12), reason="__buffer__ in Python code needs 3.12")),
+    "sendto-data-buffer": pytest.param(_cover_sendto_data, marks=NEEDS_PY312_BUFFER),
 }
 
 
@@ -557,8 +559,7 @@ def _grab_by_buffer(sock, grab, address):
 
 GRABS = {
     "profile": _grab_by_profile,
-    "buffer": pytest.param(_grab_by_buffer, marks=pytest.mark.skipif(
-        sys.version_info < (3, 12), reason="__buffer__ in Python code needs 3.12")),
+    "buffer": pytest.param(_grab_by_buffer, marks=NEEDS_PY312_BUFFER),
 }
 
 
