@@ -16,6 +16,7 @@ from . import _addresses as addr
 from . import _originals
 from ._errors import PolicyError
 from ._policy import Policy
+from ._processes import locate
 from ._types import Decision
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
@@ -25,6 +26,8 @@ usage: failcore run [--policy P] [--mode M] script.py|-m module [args...]
        failcore policy check P
        failcore policy show P [--json]
        failcore explain [--policy P] [--json] connect HOST[:PORT]|URL
+       failcore explain [--policy P] [--json] open PATH [--write]
+       failcore explain [--policy P] [--json] exec CMD [ARGS...]
 """
 
 
@@ -151,19 +154,32 @@ def _cmd_explain(args: list[str]) -> int:
     parser = _parser("failcore explain")
     parser.add_argument("--policy", default=None)
     parser.add_argument("--json", action="store_true")
-    parser.add_argument("operation", choices=("connect",))
-    parser.add_argument("target")
+    parser.add_argument("--write", action="store_true")
+    parser.add_argument("operation", choices=("connect", "open", "exec"))
+    parser.add_argument("target", nargs=argparse.REMAINDER if "exec" in args else None)
     ns = _parse(parser, args)
     policy = Policy.load(ns.policy or os.environ.get("FAILCORE_POLICY") or "agent_safe")
-    host, port = _split_target(ns.target)
-    decisions, note = explain_connect(policy, host, port)
-    allowed = any(d.allowed and d.op == "net.connect" for d in decisions)
+    note = ""
+    if ns.operation == "connect":
+        host, port = _split_target(ns.target)
+        decisions, note = explain_connect(policy, host, port)
+        allowed = any(d.allowed and d.op == "net.connect" for d in decisions)
+    elif ns.operation == "open":
+        path = os.path.realpath(ns.target)
+        decisions = [policy.check_path("fs.write" if ns.write else "fs.read", path)]
+        allowed = decisions[0].allowed
+    else:
+        if not ns.target:
+            raise _UsageError("explain exec needs a command")
+        decisions = [policy.check_exec(list(ns.target), locate)]
+        allowed = decisions[0].allowed
+    shown = " ".join(ns.target) if isinstance(ns.target, list) else ns.target
     if ns.json:
-        _print_json({"operation": "connect", "target": ns.target, "policy": policy.source,
+        _print_json({"operation": ns.operation, "target": shown, "policy": policy.source,
                      "digest": policy.digest, "allowed": allowed, "note": note,
                      "decisions": [d.to_dict() for d in decisions]})
     else:
-        _print_decisions(ns.target, policy, decisions, allowed, note)
+        _print_decisions(f"{ns.operation} {shown}", policy, decisions, allowed, note)
     return EXIT_OK if allowed else EXIT_DENIED
 
 
@@ -222,7 +238,7 @@ def _print_decisions(target: str, policy: Policy, decisions: list[Decision], all
     def paint(text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if colour else text
 
-    print(f"connect {target}  (policy: {policy.source})")
+    print(f"{target}  (policy: {policy.source})")
     rows = [(d.action.value.upper(), d.op, d.target, d.rule, d.reason) for d in decisions]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:

@@ -17,6 +17,8 @@ from typing import Any
 
 from . import _addresses as addr
 from ._errors import PolicyError
+from ._files import FileRules
+from ._processes import Locate, ProcessRules
 from ._types import Action, Decision
 
 ALLOW, DENY = Action.ALLOW, Action.DENY
@@ -305,7 +307,7 @@ class Policy:
     `Decision`.
     """
 
-    __slots__ = ("source", "_config", "digest", "network", "_memo")
+    __slots__ = ("source", "_config", "digest", "network", "filesystem", "process", "_memo")
 
     def __init__(self, config: Mapping[str, Any], *, source: str = "<dict>") -> None:
         """Validate `config` (the TOML format as a mapping) and compile it."""
@@ -320,6 +322,12 @@ class Policy:
         self._config = canonical
         self.digest = hashlib.sha256(canonical.encode()).hexdigest()
         self.network = _NetworkRules(merged["network"], source)
+
+        def fail(key: str, message: str) -> PolicyError:
+            return _fail(source, key, message)
+
+        self.filesystem = FileRules(merged.get("filesystem", {}), fail)
+        self.process = ProcessRules(merged.get("process", {}), fail)
         self._memo: dict[tuple, Decision] = {}
 
     def __setattr__(self, name: str, value: Any) -> None:
@@ -517,6 +525,18 @@ class Policy:
                             f"{text} is a public address.")
         return Decision(ALLOW, op, target, "network.default",
                         f"The network default allows {target}.")
+
+    # -- files and processes -------------------------------------------------
+
+    def check_path(self, op: str, path: str) -> Decision:
+        """Judge a file operation (`fs.read`, `fs.write`, `fs.delete`, `fs.list`,
+        `fs.metadata`, `fs.link`, `fs.symlink`, `fs.rename`) on `path`, an absolute
+        path with symlinks already resolved."""
+        return self.filesystem.check(op, path)
+
+    def check_exec(self, argv: list[str], locate: Locate, *, shell: bool = False) -> Decision:
+        """Judge starting `argv`; `locate(name)` gives its PATH location and real path."""
+        return self.process.check(argv, locate, shell=shell)
 
     def check_unix(self, path: str | bytes, *, op: str = "net.connect") -> Decision:
         """Judge an AF_UNIX address: a real path (symlinks already resolved by the

@@ -91,3 +91,32 @@ def test_usage_errors_exit_2(args):
     result = cli(*args)
     assert result.returncode == 2
     assert "usage:" in result.stdout + result.stderr
+
+
+def test_explain_open_resolves_symlinks_before_judging(tmp_path):
+    """`explain open` judges the real path: a link in the workspace to a secret is denied."""
+    secret_dir = tmp_path / "home" / ".ssh"
+    secret_dir.mkdir(parents=True)
+    (secret_dir / "id_rsa").write_text("key")
+    (tmp_path / "innocent.txt").symlink_to(secret_dir / "id_rsa")
+    policy = tmp_path / "p.toml"
+    policy.write_text(f'version = 1\n[filesystem]\ndeny = ["{secret_dir}"]\n')
+    result = cli("explain", "--policy", str(policy), "--json", "open", str(tmp_path / "innocent.txt"))
+    assert result.returncode == 1
+    [decision] = json.loads(result.stdout)["decisions"]
+    assert decision["target"] == str(secret_dir / "id_rsa")
+    assert decision["rule"] == f"filesystem.deny[{secret_dir}]"
+    written = cli("explain", "--policy", "fs_safe", "open", "--write", "/etc/hosts")
+    assert written.returncode == 1 and "fs.write" in written.stdout
+
+
+@pytest.mark.parametrize("command, code, rule", [
+    (["git", "--version"], 0, "process.default"),
+    (["env", "A=1", "timeout", "5", "curl", "-s", "http://x"], 1, "process.deny[curl]"),
+    (["sh", "-c", "ls"], 1, "process.shell"),
+])
+def test_explain_exec(command, code, rule):
+    """`explain exec` resolves the program and judges launchers by what they run."""
+    result = cli("explain", "--policy", "proc_safe", "--json", "exec", *command)
+    assert result.returncode == code, result.stderr
+    assert json.loads(result.stdout)["decisions"][0]["rule"] == rule
