@@ -596,6 +596,9 @@ def _targets() -> list[tuple[Any, str, Callable[..., Any]]]:
     live = socket.socket
     if isinstance(live, type) and not issubclass(live, _originals.socket_class):
         classes.append(live)
+    from . import _proc_guard
+
+    targets += _proc_guard.targets()
     for sock in classes:
         targets += [
             (sock, "connect", _guarded_call("net.connect", "socket.connect", _at_0)),
@@ -652,7 +655,7 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
     chosen = _parse_mode(mode or os.environ.get("FAILCORE_MODE") or Mode.ENFORCE)
     if os.environ.get("FAILCORE_DISABLE") == "1":
         chosen = Mode.OFF
-    unenforced = [f"[{s}]" for s in ("filesystem", "process") if compiled.config.get(s)]
+    unenforced = ["[filesystem]"] if compiled.config.get("filesystem") else []
     if unenforced and chosen is not Mode.OFF:
         warnings.warn(f"failcore: {' and '.join(unenforced)} rules in {compiled.source} are "
                       f"validated but not enforced by this version", UserWarning, stacklevel=2)
@@ -665,8 +668,11 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
             _hook_added = True
         if not _patches:
             _patch()
+        from . import _proc_guard
+
         _state = _Active(compiled, chosen)
         _active_hooks.update(_HOOKS)
+        _active_hooks.update(_proc_guard.HOOKS)
     return compiled
 
 

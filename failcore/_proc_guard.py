@@ -1,0 +1,201 @@
+"""Interception of process launches: `subprocess`, `os.system`, `os.exec*`,
+`os.posix_spawn(p)`, `_posixsubprocess.fork_exec`, and their audit events.
+
+Each launch is judged by the policy's `[process]` rules before the child
+exists. A Popen'd program is started from the PATH location that was judged,
+so a different `PATH` lookup in the child cannot swap it.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from contextvars import ContextVar
+from typing import Any
+
+from . import _guard as core
+from ._processes import locate
+from ._types import Decision
+
+# Set while a patched launch runs: its own lower-level calls and audit events
+# (fork_exec, the subprocess.Popen event) were judged already.
+_launch_judged: ContextVar[bool] = ContextVar("failcore_launch_judged", default=False)
+
+
+def _text(value: Any) -> str:
+    return os.fsdecode(value) if isinstance(value, (str, bytes, os.PathLike)) else str(value)
+
+
+def _argv(args: Any) -> list[str]:
+    if isinstance(args, (str, bytes, os.PathLike)):
+        return [_text(args)]
+    return [_text(a) for a in args]
+
+
+def _locator(search_path: str | None, cwd: Any = None):
+    """`locate` with the child's PATH, and relative paths taken from its cwd."""
+
+    def find(name: str) -> tuple[str | None, str | None]:
+        if "/" in name and not os.path.isabs(name) and cwd is not None:
+            name = os.path.join(_text(cwd), name)
+        return locate(name, search_path)
+
+    return find
+
+
+def _judge(state: core._Active, argv: list[str], *, shell: bool = False,
+           search_path: str | None = None, cwd: Any = None) -> Decision:
+    try:
+        return state.policy.check_exec(argv, _locator(search_path, cwd), shell=shell)
+    except Exception as exc:
+        return core._guard_error("proc.exec", exc)
+
+
+def _exec_path(path: Any) -> str:
+    """exec and posix_spawn take a path literally: a bare name is in the cwd."""
+    text = _text(path)
+    return text if "/" in text else "./" + text
+
+
+def _run_judged(wrapped: Any, args: tuple, kwargs: dict) -> Any:
+    token = _launch_judged.set(True)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _launch_judged.reset(token)
+
+
+def _active() -> core._Active | None:
+    state = core._state
+    if state is None or not state.policy.process.restricts or _launch_judged.get():
+        return None
+    return state
+
+
+# -- patches -------------------------------------------------------------------
+
+
+def _guard_execute_child(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """Popen._execute_child(args, executable, preexec_fn, close_fds, pass_fds, cwd,
+    env, startupinfo, creationflags, shell, ...): the same first ten on 3.10-3.13."""
+    state = _active()
+    if state is None or len(args) < 10:
+        return wrapped(*args, **kwargs)
+    popen_args, executable, cwd, env, shell = args[0], args[1], args[5], args[6], args[9]
+    argv = _argv(popen_args)
+    search_path = os.pathsep.join(os.get_exec_path(env))
+    if shell:
+        decision = _judge(state, argv[:1], shell=True)
+    else:
+        program = [_text(executable)] if executable is not None else argv[:1]
+        decision = _judge(state, program + argv[1:], search_path=search_path, cwd=cwd)
+        if decision.allowed and executable is None and argv and "/" not in argv[0]:
+            found, _ = _locator(search_path, cwd)(argv[0])
+            if found is not None:  # run what was judged, not a later PATH lookup
+                args = (args[0], found, *args[2:])
+    core._enforce(state, decision)
+    return _run_judged(wrapped, args, kwargs)
+
+
+def _guard_system(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    state = _active()
+    if state is not None and len(args) == 1:
+        core._enforce(state, _judge(state, [_text(args[0])], shell=True))
+    return _run_judged(wrapped, args, kwargs)
+
+
+def _guard_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """os.execv(path, argv) and os.execve(path, argv, env); every exec* ends here."""
+    state = _active()
+    if state is not None and len(args) >= 2:
+        argv = _argv(args[1])
+        core._enforce(state, _judge(state, [_exec_path(args[0]), *argv[1:]]))
+    return _run_judged(wrapped, args, kwargs)
+
+
+def _guard_posix_spawn(search: bool):
+    def guard(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        state = _active()
+        if state is not None and len(args) >= 2:
+            argv = _argv(args[1])
+            program = _text(args[0]) if search else _exec_path(args[0])
+            core._enforce(state, _judge(state, [program, *argv[1:]]))
+        return _run_judged(wrapped, args, kwargs)
+
+    return guard
+
+
+def _guard_fork_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """_posixsubprocess.fork_exec(args, executable_list, close_fds, pass_fds, cwd, ...):
+    every candidate path it may exec is judged."""
+    state = _active()
+    if state is not None and len(args) >= 5:
+        argv = _argv(args[0] or [])
+        for candidate in args[1] or ():
+            path = _text(candidate)
+            if os.path.exists(path if os.path.isabs(path) or args[4] is None
+                              else os.path.join(_text(args[4]), path)):
+                core._enforce(state, _judge(state, [path, *argv[1:]], cwd=args[4]))
+    return _run_judged(wrapped, args, kwargs)
+
+
+def targets() -> list[tuple[Any, str, Any]]:
+    import _posixsubprocess
+
+    found = [
+        (subprocess.Popen, "_execute_child", _guard_execute_child),
+        (os, "system", _guard_system),
+        (os, "execv", _guard_exec),
+        (os, "execve", _guard_exec),
+        (_posixsubprocess, "fork_exec", _guard_fork_exec),
+    ]
+    if hasattr(subprocess, "_fork_exec"):  # 3.11+: a reference taken at import
+        found.append((subprocess, "_fork_exec", _guard_fork_exec))
+    for name, search in (("posix_spawn", False), ("posix_spawnp", True)):
+        if hasattr(os, name):
+            found.append((os, name, _guard_posix_spawn(search)))
+    return found
+
+
+# -- the audit-hook backstop -------------------------------------------------------
+
+
+def _hook(build):
+    """A hook for a launch event; `build(args)` gives the argvs that may run, and shell."""
+
+    def check(state: core._Active, args: tuple) -> None:
+        if _launch_judged.get() or not state.policy.process.restricts:
+            return
+        try:
+            candidates, shell = build(args)
+            decisions = [_judge(state, argv, shell=shell) for argv in candidates]
+            decision = next((d for d in decisions if not d.allowed), decisions[0])
+        except Exception as exc:
+            decision = core._guard_error("proc.exec", exc)
+        core._enforce(state, decision)
+
+    return check
+
+
+def _popen_event(args: tuple) -> tuple[list[list[str]], bool]:
+    executable, popen_args = args[0], args[1]
+    argv = _argv(popen_args)
+    return [[_text(executable), *argv[1:]] if executable is not None else argv], False
+
+
+def _exec_event(args: tuple) -> tuple[list[list[str]], bool]:
+    """The event does not say whether a bare name is searched on PATH
+    (posix_spawnp) or taken from the cwd: judge both."""
+    path, rest = _text(args[0]), _argv(args[1])[1:]
+    candidates = [[_exec_path(path), *rest]]
+    if "/" not in path:
+        candidates.append([path, *rest])
+    return candidates, False
+
+
+HOOKS = {
+    "subprocess.Popen": _hook(_popen_event),
+    "os.system": _hook(lambda args: ([[_text(args[0])]], True)),
+    "os.exec": _hook(_exec_event),
+    "os.posix_spawn": _hook(_exec_event),
+}
