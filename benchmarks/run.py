@@ -402,6 +402,19 @@ def bench_getaddrinfo(cfg: Config) -> Row:
                notes=["informational: SPEC §9 sets no budget for resolving"])
 
 
+@benchmark("subprocess")
+def bench_subprocess(cfg: Config) -> Row:
+    def block(n: int) -> int:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            subprocess.run(["true"])
+        return time.perf_counter_ns() - start
+
+    unguarded, guarded, n = compare(cfg, block, failcore.presets.proc_safe())
+    return Row('subprocess.run(["true"])', "under proc_safe: PATH lookup, realpath, rules",
+               guarded, unguarded, Budget.ratio(1.05), n)
+
+
 @benchmark("connect-fresh")
 def bench_connect_fresh(cfg: Config) -> list[Row]:
     """What the in-process `connect` row cannot see: the audit hook stays once added.

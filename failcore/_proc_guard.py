@@ -17,6 +17,10 @@ from . import _guard as core
 from ._processes import locate
 from ._types import Decision
 
+# Where a bare name was found on a PATH: checked again (one access call) before
+# each use, so a launch costs no PATH walk; the child runs the file judged.
+_found_on_path: dict[tuple[str, str | None], str] = {}
+
 # Set while a patched launch runs: its own lower-level calls and audit events
 # (fork_exec, the subprocess.Popen event) were judged already.
 _launch_judged: ContextVar[bool] = ContextVar("failcore_launch_judged", default=False)
@@ -32,21 +36,35 @@ def _argv(args: Any) -> list[str]:
     return [_text(a) for a in args]
 
 
-def _locator(search_path: str | None, cwd: Any = None):
-    """`locate` with the child's PATH, and relative paths taken from its cwd."""
+def _locator(state: core._Active, search_path: str | None, cwd: Any = None):
+    """`locate` with the child's PATH, relative paths taken from its cwd, and
+    each name looked up once per launch (the judgement and the pin agree)."""
+    full = bool(state.policy.process.allow_paths or state.policy.process.deny_paths)
+    seen: dict[str, tuple[str | None, str | None]] = {}
 
     def find(name: str) -> tuple[str | None, str | None]:
-        if "/" in name and not os.path.isabs(name) and cwd is not None:
-            name = os.path.join(_text(cwd), name)
-        return locate(name, search_path)
+        if name not in seen:
+            path = name
+            if "/" in name and not os.path.isabs(name) and cwd is not None:
+                path = os.path.join(_text(cwd), name)
+            known = _found_on_path.get((name, search_path)) if "/" not in name else None
+            if known is not None and os.access(known, os.X_OK):
+                path = known
+            seen[name] = found = locate(path, search_path, full)
+            if "/" not in name and found[0] is not None:
+                if len(_found_on_path) > 1024:
+                    _found_on_path.clear()
+                _found_on_path[(name, search_path)] = found[0]
+        return seen[name]
 
     return find
 
 
 def _judge(state: core._Active, argv: list[str], *, shell: bool = False,
-           search_path: str | None = None, cwd: Any = None) -> Decision:
+           search_path: str | None = None, cwd: Any = None, find: Any = None) -> Decision:
     try:
-        return state.policy.check_exec(argv, _locator(search_path, cwd), shell=shell)
+        find = find or _locator(state, search_path, cwd)
+        return state.policy.check_exec(argv, find, shell=shell)
     except Exception as exc:
         return core._guard_error("proc.exec", exc)
 
@@ -83,14 +101,16 @@ def _guard_execute_child(wrapped: Any, instance: Any, args: tuple, kwargs: dict)
         return wrapped(*args, **kwargs)
     popen_args, executable, cwd, env, shell = args[0], args[1], args[5], args[6], args[9]
     argv = _argv(popen_args)
-    search_path = os.pathsep.join(os.get_exec_path(env))
+    search_path = os.environ.get("PATH", os.defpath) if env is None else \
+        os.pathsep.join(os.get_exec_path(env))
     if shell:
         decision = _judge(state, argv[:1], shell=True)
     else:
         program = [_text(executable)] if executable is not None else argv[:1]
-        decision = _judge(state, program + argv[1:], search_path=search_path, cwd=cwd)
+        find = _locator(state, search_path, cwd)
+        decision = _judge(state, program + argv[1:], find=find)
         if decision.allowed and executable is None and argv and "/" not in argv[0]:
-            found, _ = _locator(search_path, cwd)(argv[0])
+            found, _ = find(argv[0])
             if found is not None:  # run what was judged, not a later PATH lookup
                 args = (args[0], found, *args[2:])
     core._enforce(state, decision)

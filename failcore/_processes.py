@@ -276,10 +276,27 @@ def _match(names: set[str], real: str | None, by_name: frozenset[str],
     return None
 
 
-def locate(name: str, path: str | None = None) -> tuple[str | None, str | None]:
+def locate(name: str, path: str | None = None,
+           full: bool = True) -> tuple[str | None, str | None]:
     """Where `name` would be found (`PATH`, or relative to the working directory
-    when it has a slash) and its real path. The I/O half of judging a program."""
+    when it has a slash) and what it really is: the I/O half of judging a program.
+
+    With `full`, the real path (`realpath`); without, only the final symlink
+    chain is followed, which is all that matching rules by name needs.
+    """
     import shutil
 
     found = (name if os.path.exists(name) else None) if "/" in name else shutil.which(name, path=path)
-    return (found, os.path.realpath(found)) if found else (None, None)
+    if found is None:
+        return None, None
+    return found, os.path.realpath(found) if full else _final_target(found)
+
+
+def _final_target(path: str) -> str:
+    for _ in range(40):  # the kernel's own limit on symlink hops
+        try:
+            link = os.readlink(path)
+        except OSError:  # not a symlink
+            return path
+        path = os.path.join(os.path.dirname(path), link)
+    return path
