@@ -558,6 +558,35 @@ def _hook_resolve(event: str) -> Callable[[_Active, tuple], None]:
     return check
 
 
+# Subinterpreters have their own modules and no audit hook of ours: under a
+# policy that restricts anything, they cannot be created or imported.
+SUBINTERPRETER_MODULES = frozenset({
+    "_interpreters", "_xxsubinterpreters", "interpreters", "concurrent.interpreters",
+    "_interpqueues", "_interpchannels", "_xxinterpchannels", "_xxinterpqueues",
+})
+
+
+def _subinterpreter_denied(what: str) -> Decision:
+    return Decision(Action.DENY, "proc.interpreter", what, "process.subinterpreter",
+                    f"{what} is blocked: a subinterpreter escapes every failcore check.")
+
+
+def _hook_new_interpreter(state: _Active, args: tuple) -> None:
+    if state.policy.restricts:
+        _enforce(state, _subinterpreter_denied("Creating a subinterpreter"))
+
+
+class _SubinterpreterBlocker:
+    """A meta path finder that denies importing the subinterpreter modules."""
+
+    @staticmethod
+    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
+        state = _state
+        if name in SUBINTERPRETER_MODULES and state is not None and state.policy.restricts:
+            _enforce(state, _subinterpreter_denied(f"Importing {name}"))
+        return None
+
+
 _HOOKS: dict[str, Callable[[_Active, tuple], None]] = {
     "socket.connect": _hook_address("net.connect", "socket.connect"),
     "socket.sendto": _hook_address("net.send", "socket.sendto"),
@@ -567,6 +596,10 @@ _HOOKS: dict[str, Callable[[_Active, tuple], None]] = {
     "socket.gethostbyname": _hook_resolve("socket.gethostbyname"),
     "socket.gethostbyaddr": _hook_resolve("socket.gethostbyaddr"),
 }
+if sys.version_info < (3, 12):
+    # Refusing this event makes 3.12's interpreter creation crash the process,
+    # and 3.13 does not raise it: there, the import blocker is the guard.
+    _HOOKS["cpython.PyInterpreterState_New"] = _hook_new_interpreter
 _active_hooks: dict[str, Callable[[_Active, tuple], None]] = {}
 
 
@@ -673,6 +706,11 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
         _state = _Active(compiled, chosen)
         _active_hooks.update(_HOOKS)
         _active_hooks.update(_proc_guard.HOOKS)
+        if _SubinterpreterBlocker not in sys.meta_path:
+            sys.meta_path.insert(0, _SubinterpreterBlocker)
+        if compiled.restricts:  # loaded ones must be imported again, past the blocker
+            for name in SUBINTERPRETER_MODULES & set(sys.modules):
+                del sys.modules[name]
     return compiled
 
 
@@ -680,6 +718,8 @@ def _deactivate() -> None:
     global _state
     _state = None
     _active_hooks.clear()
+    if _SubinterpreterBlocker in sys.meta_path:
+        sys.meta_path.remove(_SubinterpreterBlocker)
     _unpatch()
     _resolved.clear()
 

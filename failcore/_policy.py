@@ -339,6 +339,13 @@ class Policy:
         return f"<Policy {self.source} {self.digest[:12]}>"
 
     @property
+    def restricts(self) -> bool:
+        """Whether this policy can deny anything at all."""
+        net = self.network
+        return (net.default != "allow" or bool(net.deny_addresses or net.deny_hosts)
+                or net.unix != "allow" or self.filesystem.restricts or self.process.restricts)
+
+    @property
     def config(self) -> dict[str, Any]:
         """The rules after presets and `extends`, in the TOML format (a fresh copy)."""
         return json.loads(self._config)

@@ -4,6 +4,7 @@ import errno
 import logging
 import pickle
 import socket
+import sys
 import threading
 
 import pytest
@@ -213,3 +214,39 @@ def test_unenforced_sections_warn_instead_of_pretending(recwarn):
     recwarn.clear()
     failcore.install({"process": {"shell": "deny"}})
     assert not [w for w in recwarn if "not enforced" in str(w.message)]
+
+
+@pytest.mark.parametrize("module", ["_interpreters", "_xxsubinterpreters"])
+def test_subinterpreters_cannot_be_imported_under_a_restricting_policy(module):
+    """Subinterpreters escape every hook: their modules cannot be imported, even if loaded."""
+    try:
+        __import__(module)
+    except ImportError:
+        pytest.skip(f"{module} does not exist on this Python")
+    failcore.install("net_safe")
+    with pytest.raises(failcore.SecurityError) as info:
+        __import__(module)
+    assert info.value.decision.rule == "process.subinterpreter"
+    failcore.uninstall()
+    assert __import__(module).__name__ == module
+    failcore.install({"network": {"default": "allow", "unix": "allow"}})  # restricts nothing
+    assert __import__(module).__name__ == module
+
+
+def test_a_subinterpreter_module_loaded_earlier_cannot_create_one(caplog):
+    """On 3.10-3.12 creating an interpreter raises an audit event, which is denied
+    (CPython reports the hook's refusal as a RuntimeError)."""
+    module = None
+    for name in ("_xxsubinterpreters", "_interpreters"):
+        try:
+            module = __import__(name)
+            break
+        except ImportError:
+            pass
+    if module is None or sys.version_info >= (3, 12):
+        pytest.skip("3.12+: refusing the audit event would crash CPython; the import is denied")
+    failcore.install("net_safe")
+    with caplog.at_level(logging.WARNING, logger="failcore"):
+        with pytest.raises((failcore.SecurityError, RuntimeError)):
+            module.create()
+    assert [r.rule for r in caplog.records] == ["process.subinterpreter"]
