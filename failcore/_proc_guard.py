@@ -1,5 +1,6 @@
 """Interception of process launches: `subprocess`, `os.system`, `os.exec*`,
-`os.posix_spawn(p)`, `_posixsubprocess.fork_exec`, and their audit events.
+`os.posix_spawn(p)`, `os.spawnv*`, `pty.spawn`, `_posixsubprocess.fork_exec`,
+and their audit events.
 
 Each launch is judged by the policy's `[process]` rules before the child
 exists. A Popen'd program is started from the PATH location that was judged,
@@ -145,6 +146,44 @@ def _guard_posix_spawn(search: bool):
     return guard
 
 
+def _pty_spawn_argv(args: tuple, kwargs: dict) -> tuple[list[str], str | None] | None:
+    """pty.spawn(argv, ...) runs os.execlp(argv[0], *argv): a search of this PATH."""
+    argv = args[0] if args else kwargs.get("argv")
+    return None if argv is None else (_argv(argv), None)
+
+
+def _spawnv_argv(search: bool, with_env: bool):
+    """os.spawnv*(mode, file, args[, env]) runs exec(v|vp)(file, args) in the fork;
+    spawnvpe searches the PATH of its `env`."""
+
+    def argv_of(args: tuple, kwargs: dict) -> tuple[list[str], str | None] | None:
+        if len(args) < (4 if with_env else 3):
+            return None
+        program = _text(args[1])
+        search_path = os.pathsep.join(os.get_exec_path(args[3])) if search and with_env \
+            else None
+        return [program if search else _exec_path(program), *_argv(args[2])[1:]], search_path
+
+    return argv_of
+
+
+def _guard_fork_then_exec(argv_of):
+    """pty.spawn and os.spawnv*: they fork, then exec in the child. Judged here,
+    in the caller, so a deny raises to it, not in a forked copy of it (which
+    pty.spawn lets run on, and os.spawn* hides as exit code 127). The child's
+    exec is judged again."""
+
+    def guard(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        state = _active()
+        if state is not None:
+            launch = argv_of(args, kwargs)
+            if launch is not None:
+                core._enforce(state, _judge(state, launch[0], search_path=launch[1]))
+        return wrapped(*args, **kwargs)
+
+    return guard
+
+
 def _guard_fork_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """_posixsubprocess.fork_exec(args, executable_list, close_fds, pass_fds, cwd, ...):
     every candidate path it may exec is judged."""
@@ -174,6 +213,17 @@ def targets() -> list[tuple[Any, str, Any]]:
     for name, search in (("posix_spawn", False), ("posix_spawnp", True)):
         if hasattr(os, name):
             found.append((os, name, _guard_posix_spawn(search)))
+    # spawnl* and spawnle* call these; pty.spawn searches PATH (execlp).
+    for name in ("spawnv", "spawnve", "spawnvp", "spawnvpe"):
+        if hasattr(os, name):
+            argv_of = _spawnv_argv(name.startswith("spawnvp"), name.endswith("e"))
+            found.append((os, name, _guard_fork_then_exec(argv_of)))
+    try:
+        import pty
+    except ImportError:
+        pass
+    else:
+        found.append((pty, "spawn", _guard_fork_then_exec(_pty_spawn_argv)))
     return found
 
 
