@@ -162,6 +162,8 @@ def _cmd_explain(args: list[str]) -> int:
     note = ""
     if ns.operation == "connect":
         host, port = _split_target(ns.target)
+        if port is None and _decides_by_port(policy):
+            raise _UsageError(f"this policy decides by port: give {ns.target}:PORT")
         decisions, note = explain_connect(policy, host, port)
         allowed = any(d.allowed and d.op == "net.connect" for d in decisions)
     elif ns.operation == "open":
@@ -181,6 +183,12 @@ def _cmd_explain(args: list[str]) -> int:
     else:
         _print_decisions(f"{ns.operation} {shown}", policy, decisions, allowed, note)
     return EXIT_OK if allowed else EXIT_DENIED
+
+
+def _decides_by_port(policy: Policy) -> bool:
+    net = policy.network
+    rules = (*net.allow_addresses, *net.allow_hosts, *net.deny_addresses, *net.deny_hosts)
+    return net.ports is not None or any(rule.port is not None for rule in rules)
 
 
 def explain_connect(policy: Policy, host: str, port: int | None) -> tuple[list[Decision], str]:
@@ -213,7 +221,7 @@ def _split_target(target: str) -> tuple[str, int | None]:
             raise _UsageError(f"no host in {target!r}")
         default = {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(url.scheme)
         try:
-            return url.hostname, url.port or default
+            return url.hostname, url.port if url.port is not None else default
         except ValueError as exc:
             raise _UsageError(f"bad port in {target!r}: {exc}") from None
     if target.startswith("["):

@@ -52,11 +52,22 @@ class _Active:
 
 
 # Per thread, asyncio task and greenlet alike (contextvars follow all three).
-_own_call: ContextVar[bool] = ContextVar("failcore_own_call", default=False)
-_reporting: ContextVar[bool] = ContextVar("failcore_reporting", default=False)
 # (audit event, socket or None, object): the one call a patch judged and is running.
 _judged: ContextVar[tuple | None] = ContextVar("failcore_judged", default=None)
-_connect_host: ContextVar[str | None] = ContextVar("failcore_connect_host", default=None)
+# The hostname create_connection was given, and the addresses it resolved to:
+# only those addresses are reached "through" that name.
+_connect_host: ContextVar[tuple[str, set] | None] = ContextVar("failcore_connect_host",
+                                                              default=None)
+
+
+class _Reporting(threading.local):
+    """Set while failcore logs, per thread: copied contexts (tasks a log handler
+    schedules) must not inherit it, or their denies would go unlogged."""
+
+    active = False
+
+
+_reporting = _Reporting()
 
 _state: _Active | None = None
 _lock = threading.RLock()
@@ -79,22 +90,19 @@ def _remember(name: str, ips: list[tuple[int, int]]) -> None:
 
 
 def _names_for(ip: tuple[int, int]) -> tuple[str, ...]:
-    host = _connect_host.get()
-    if host is not None:
-        return (host,)
+    context = _connect_host.get()
+    if context is not None and ip in context[1]:
+        return (context[0],)
     return _resolved.get(ip, ())
 
 
-def _own(function: Callable[..., Any], *args: Any) -> Any:
-    """Call an original for failcore itself; its audit events are not judged again.
-
-    Only exact arguments reach here, so no caller code runs inside.
-    """
-    token = _own_call.set(True)
+def _resolve(host: str, *args: Any) -> list:
+    """failcore's own lookup: the C resolver, its audit event skipped exactly once."""
+    token = _judged.set(("socket.getaddrinfo", None, host))
     try:
-        return function(*args)
+        return _socket.getaddrinfo(host, *args)
     finally:
-        _own_call.reset(token)
+        _judged.reset(token)
 
 
 # -- verdicts ----------------------------------------------------------------
@@ -103,14 +111,14 @@ def _own(function: Callable[..., Any], *args: Any) -> Any:
 def _report(state: _Active, decision: Decision) -> None:
     """Log a deny (a would-deny in audit mode). Calls a log handler makes are
     still judged, but their own denies are not logged again (no recursion)."""
-    if _reporting.get():
+    if _reporting.active:
         return
-    token = _reporting.set(True)
+    _reporting.active = True
     try:
         log_decision(decision, "deny" if state.mode is Mode.ENFORCE else "would-deny",
                      state.mode.value)
     finally:
-        _reporting.reset(token)
+        _reporting.active = False
 
 
 def _enforce(state: _Active, decision: Decision) -> None:
@@ -204,7 +212,7 @@ def _strict_ip(host: str) -> tuple[int, int] | None:
 def _numeric_ip(host: str, family: int) -> tuple[int, int] | None:
     """What the C library reads a numeric spelling (`127.1`, `0x7f.1`) as; None for a name."""
     try:
-        infos = _own(_originals.getaddrinfo, host, None, family, 0, 0, socket.AI_NUMERICHOST)
+        infos = _resolve(host, None, family, 0, 0, socket.AI_NUMERICHOST)
     except (OSError, UnicodeError):
         return None
     return addr.parse_ip(infos[0][4][0]) if infos else None
@@ -214,8 +222,9 @@ def _numeric_ip(host: str, family: int) -> tuple[int, int] | None:
 
 
 def _judge(state: _Active, sock: Any, address: Any, op: str,
-           pin: bool) -> tuple[Decision | None, Any, int]:
-    """The decision for `address` on `sock`, the address to really use, and an fd to close.
+           pin: bool) -> tuple[Decision | None, Any, Any]:
+    """The decision for `address` on `sock`, the address to really use, and a pin
+    to check after the call (or None).
 
     With `pin` (the patches), a hostname is resolved here and replaced by the
     judged number, and an AF_UNIX path by `/proc/self/fd/N` of the judged
@@ -225,16 +234,20 @@ def _judge(state: _Active, sock: Any, address: Any, op: str,
     policy = state.policy
     family = _family_of(sock)
     if family in _INET_FAMILIES:
-        if op == "net.bind":
-            return None, address, -1  # listening on an IP reaches nobody
+        if op == "net.bind":  # listening on an IP reaches nobody; naming a host is a lookup
+            host = address[0] if isinstance(address, tuple) and address else None
+            if type(host) in (str, bytes) and _host_text(host) not in ("", "<broadcast>") \
+                    and addr.parse_ip(_host_text(host)) is None:
+                return policy.check_resolve(_host_text(host)), address, None
+            return None, address, None
         if _type_of(sock) == socket.SOCK_RAW:
-            return policy.check_family(family, raw=True, op=op), address, -1
+            return policy.check_family(family, raw=True, op=op), address, None
         if _is_exact_inet(address):
             pass  # nothing in it can answer differently when the C code reads it
         elif pin:
             address = _exact_inet(address, op)
         else:
-            return _unpinned(op, repr(type(address)), "what this address says"), address, -1
+            return _unpinned(op, repr(type(address)), "what this address says"), address, None
         host = address[0] if type(address[0]) is str else _host_text(address[0])
         port = address[1]
         if host in ("", "<broadcast>"):
@@ -245,13 +258,13 @@ def _judge(state: _Active, sock: Any, address: Any, op: str,
             if ip is None and not pin:
                 ip = _numeric_ip(host, family)
         if ip is not None:
-            return policy.check_ip(ip, port, _names_for(ip), op=op), address, -1
+            return policy.check_ip(ip, port, _names_for(ip), op=op), address, None
         resolve = policy.check_resolve(host)
         if not resolve.allowed or not pin:
             return resolve if not resolve.allowed else _unpinned(
-                op, f"{host}:{port}", f"which address {host} resolved to"), address, -1
+                op, f"{host}:{port}", f"which address {host} resolved to"), address, None
         decision, address = _judge_hostname(policy, sock, host, port, address, op)
-        return decision, address, -1
+        return decision, address, None
     if family == _AF_UNIX:
         if pin:
             path = _exact_path(address)
@@ -259,39 +272,75 @@ def _judge(state: _Active, sock: Any, address: Any, op: str,
             path = address
         else:
             return _unpinned(op, repr(type(address)), "which path this address names"), \
-                address, -1
+                address, None
         abstract = path[:1] in ("\0", b"\0")
         if policy.network.unix != "deny-system" or abstract:
-            return policy.check_unix(path, op=op), path, -1
+            return policy.check_unix(path, op=op), path, None
         if op not in _CONNECTING:  # bind: the file does not exist yet
-            return policy.check_unix(os.path.realpath(path), op=op), path, -1
+            return policy.check_unix(os.path.realpath(path), op=op), path, None
         if not pin:
-            return _unpinned(op, os.fsdecode(path), "which socket this path leads to"), path, -1
+            return _unpinned(op, os.fsdecode(path), "which socket this path leads to"), path, None
         return _pin_unix(policy, path, op)
-    return policy.check_family(family, op=op), address, -1
+    return policy.check_family(family, op=op), address, None
 
 
-def _pin_unix(policy: Policy, path: str | bytes, op: str) -> tuple[Decision, Any, int]:
+def _pin_unix(policy: Policy, path: str | bytes, op: str) -> tuple[Decision, Any, Any]:
     """Judge the socket inode `path` leads to now, and connect to that inode.
 
-    A symlink swapped between the check and the connect cannot redirect it.
-    Errors opening the path are the caller's, as connect would raise them.
+    A symlink swapped between the check and the connect cannot redirect it; a
+    hard link cannot give a system socket an innocent name. Errors opening the
+    path are the caller's, as connect would raise them. Returns the pin
+    `(fd, st_dev, st_ino)`, checked again after the call.
     """
     fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
     pinned = f"/proc/self/fd/{fd}"
     try:
         real = os.readlink(pinned)
+        st = os.fstat(fd)
     except OSError:
         os.close(fd)
-        return _unpinned(op, os.fsdecode(path), "which socket this path leads to"), path, -1
-    return policy.check_unix(real, op=op), pinned, fd
+        return Decision(Action.DENY, op, os.fsdecode(path), "network.unix.unpinnable",
+                        "/proc/self/fd is not available, so failcore cannot tell which socket "
+                        "this path leads to; it was blocked."), path, None
+    pin = (fd, st.st_dev, st.st_ino)
+    agent = policy.network.agent_socket
+    same_as_agent = False
+    if agent:
+        try:
+            agent_st = os.stat(agent)
+            same_as_agent = (agent_st.st_dev, agent_st.st_ino) == pin[1:]
+        except OSError:
+            pass
+    if same_as_agent or st.st_nlink > 1:
+        why = "the SSH agent's socket" if same_as_agent else "a socket with several names"
+        return Decision(Action.DENY, op, real, "network.unix.system",
+                        f"Access to {real} is blocked: it is {why}, which may be a system "
+                        f"socket under another name."), pinned, pin
+    return policy.check_unix(real, op=op), pinned, pin
+
+
+def _check_pin(instance: Any, pin: Any, op: str) -> None:
+    """After the call: the pinned fd must still be the inode that was judged."""
+    try:
+        st = os.fstat(pin[0])
+        swapped = (st.st_dev, st.st_ino) != pin[1:]
+    finally:
+        os.close(pin[0])
+    if swapped:  # caller code dup2()ed something else onto the pin mid-call
+        try:
+            _socket.socket.shutdown(instance, socket.SHUT_RDWR)
+        except OSError:
+            pass
+        raise SecurityError(Decision(Action.DENY, op, f"fd {pin[0]}", "guard.unpinned",
+                                     "The socket path was swapped during the call; the "
+                                     "connection was shut down."))
 
 
 def _judge_hostname(policy: Policy, sock: Any, host: str, port: int, address: tuple,
                     op: str) -> tuple[Decision, tuple]:
     """Resolve `host` once; return the first allowed address, or the first deny."""
     name = addr.normalise_hostname(host)
-    infos = _own(_originals.getaddrinfo, host, port, _family_of(sock), _type_of(sock))
+    infos = _resolve(host, port, _family_of(sock), _type_of(sock))
     ips = [addr.parse_ip(info[4][0]) for info in infos]
     _remember(name, [ip for ip in ips if ip is not None])
     first_denied: Decision | None = None
@@ -311,7 +360,8 @@ def _judge_hostname(policy: Policy, sock: Any, host: str, port: int, address: tu
 
 
 def _guarded_call(op: str, event: str, locate: Callable[[tuple], int | None],
-                  exact_args: Callable[[tuple], tuple] = lambda args: args) -> Callable[..., Any]:
+                  exact_args: Callable[[tuple], tuple] = lambda args: args,
+                  returns_errno: bool = False) -> Callable[..., Any]:
     """A wrapper for a socket method that raises audit `event`: `locate(args)`
     says where the address is, `exact_args` makes the other arguments exact."""
 
@@ -322,26 +372,31 @@ def _guarded_call(op: str, event: str, locate: Callable[[tuple], int | None],
         index = locate(args)
         if index is None or args[index] is None:  # malformed, or sendmsg on a connected socket
             return wrapped(*args)
-        fd = -1
+        if len(args) > 1:
+            args = exact_args(args)  # caller code runs now, before the check and the pin
+        pin = None
         try:
-            decision, address, fd = _judge(state, instance, args[index], op, True)
-        except (TypeError, ValueError, OSError):
-            raise  # a bad address, or the error the real call would give
+            decision, address, pin = _judge(state, instance, args[index], op, True)
+        except OSError as exc:
+            if returns_errno and exc.errno and not isinstance(exc, socket.gaierror):
+                return exc.errno  # connect_ex reports, as it would have
+            raise  # the error the real call would give
+        except (TypeError, ValueError):
+            raise  # a bad address
         except Exception as exc:
             decision, address = _guard_error(op, exc), args[index]
         try:
             if decision is not None and decision.action is not Action.ALLOW:
                 _enforce(state, decision)
-            args = (address,) if len(args) == 1 else exact_args(
-                (*args[:index], address, *args[index + 1:]))
+            args = (address,) if len(args) == 1 else (*args[:index], address, *args[index + 1:])
             token = _judged.set((event, instance, address))
             try:
                 return wrapped(*args)
             finally:
                 _judged.reset(token)
         finally:
-            if fd >= 0:
-                os.close(fd)
+            if pin is not None:
+                _check_pin(instance, pin, op)
 
     guard.__name__ = f"guard_{op.replace('.', '_')}"
     return guard
@@ -356,7 +411,8 @@ def _sendto_address(args: tuple) -> int | None:
 
 
 def _sendto_exact(args: tuple) -> tuple:
-    return (args[0], operator.index(args[1]), args[2]) if len(args) == 3 else args
+    data = memoryview(args[0])  # runs any __buffer__ now, before the check
+    return (data, operator.index(args[1]), args[2]) if len(args) == 3 else (data, args[1])
 
 
 def _sendmsg_address(args: tuple) -> int | None:
@@ -364,7 +420,10 @@ def _sendmsg_address(args: tuple) -> int | None:
 
 
 def _sendmsg_exact(args: tuple) -> tuple:
-    return (args[0], args[1], operator.index(args[2]), *args[3:])
+    buffers = [memoryview(b) for b in args[0]]  # generators and __buffer__ run now
+    ancdata = [(operator.index(level), operator.index(kind), memoryview(data))
+               for level, kind, data in args[1]]
+    return (buffers, ancdata, operator.index(args[2]), *args[3:])
 
 
 def _guard_create_connection(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -382,7 +441,7 @@ def _guard_create_connection(wrapped: Any, instance: Any, args: tuple, kwargs: d
             host = addr.normalise_hostname(text)
         except ValueError:
             pass  # getaddrinfo judges and denies it
-    token = _connect_host.set(host)
+    token = _connect_host.set((host, set()) if host else None)
     try:
         return wrapped(*args, **kwargs)
     finally:
@@ -400,8 +459,7 @@ def _filter_records(state: _Active, name: str | None, records: list, port_known:
     return them all and let the connect decide. Audit mode changes nothing.
     """
     policy = state.policy
-    host = _connect_host.get()
-    names = (host,) if host else (name,) if name else ()
+    names = (name,) if name else ()
     kept, denials, ips = [], [], []
     for record in records:
         sockaddr = sockaddr_of(record)
@@ -418,6 +476,9 @@ def _filter_records(state: _Active, name: str | None, records: list, port_known:
             denials.append(decision)
     if name:
         _remember(name, ips)
+        context = _connect_host.get()
+        if context is not None and context[0] == name:
+            context[1].update(ips)
     if not denials:
         return records
     if state.mode is not Mode.ENFORCE:
@@ -587,7 +648,21 @@ class _SubinterpreterBlocker:
         return None
 
 
+def _hook_new_socket(state: _Active, args: tuple) -> None:
+    """socket.__new__(sock, family, type, proto): a raw or unknown-family socket
+    is refused before it exists (a later fromfd could lie about its type)."""
+    family, kind = args[1], args[2]
+    if type(family) is not int or type(kind) is not int or family == -1:
+        return
+    if family in _INET_FAMILIES:
+        if kind & 0xF == socket.SOCK_RAW:
+            _enforce(state, state.policy.check_family(family, raw=True, op="net.socket"))
+    elif family != _AF_UNIX:
+        _enforce(state, state.policy.check_family(family, op="net.socket"))
+
+
 _HOOKS: dict[str, Callable[[_Active, tuple], None]] = {
+    "socket.__new__": _hook_new_socket,
     "socket.connect": _hook_address("net.connect", "socket.connect"),
     "socket.sendto": _hook_address("net.send", "socket.sendto"),
     "socket.sendmsg": _hook_address("net.send", "socket.sendmsg"),
@@ -608,7 +683,7 @@ def _audit(event: str, args: tuple) -> None:
     hook = _active_hooks.get(event)
     if hook is not None:
         state = _state
-        if state is not None and not _own_call.get():
+        if state is not None:
             hook(state, args)
 
 
@@ -635,7 +710,8 @@ def _targets() -> list[tuple[Any, str, Callable[..., Any]]]:
     for sock in classes:
         targets += [
             (sock, "connect", _guarded_call("net.connect", "socket.connect", _at_0)),
-            (sock, "connect_ex", _guarded_call("net.connect", "socket.connect", _at_0)),
+            (sock, "connect_ex", _guarded_call("net.connect", "socket.connect", _at_0,
+                                               returns_errno=True)),
             (sock, "sendto", _guarded_call("net.send", "socket.sendto", _sendto_address,
                                            _sendto_exact)),
             (sock, "sendmsg", _guarded_call("net.send", "socket.sendmsg", _sendmsg_address,
@@ -646,7 +722,11 @@ def _targets() -> list[tuple[Any, str, Callable[..., Any]]]:
 
 
 def _patch() -> None:
+    """Patch every target that is not already ours (a reload brings new ones)."""
+    ours = {id(patch[4]) for patch in _patches}
     for owner, name, guard in _targets():
+        if id(vars(owner).get(name)) in ours:
+            continue
         original = getattr(owner, name)
         wrapper = wrapt.FunctionWrapper(original, guard)
         _patches.append((owner, name, original, name in vars(owner), wrapper))
@@ -699,8 +779,7 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
         if not _hook_added:
             sys.addaudithook(_audit)
             _hook_added = True
-        if not _patches:
-            _patch()
+        _patch()
         from . import _proc_guard
 
         _state = _Active(compiled, chosen)

@@ -22,9 +22,6 @@ from ._types import Decision
 # each use, so a launch costs no PATH walk; the child runs the file judged.
 _found_on_path: dict[tuple[str, str | None], str] = {}
 
-# Set while a patched launch runs: its own lower-level calls and audit events
-# (fork_exec, the subprocess.Popen event) were judged already.
-_launch_judged: ContextVar[bool] = ContextVar("failcore_launch_judged", default=False)
 
 
 def _text(value: Any) -> str:
@@ -77,16 +74,25 @@ def _exec_path(path: Any) -> str:
 
 
 def _run_judged(wrapped: Any, args: tuple, kwargs: dict) -> Any:
-    token = _launch_judged.set(True)
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        _launch_judged.reset(token)
+    # Every lower layer (fork_exec, the audit events) judges again: no blanket
+    # skip that caller code running inside the launch could ride on.
+    return wrapped(*args, **kwargs)
+
+
+# The one launch a patched Popen judged: (program path, argv). Its own
+# fork_exec and subprocess.Popen event match it exactly and are not judged
+# twice; any other launch made meanwhile (by a profile function, say) is.
+_popen_judged: ContextVar[tuple[str, tuple[str, ...]] | None] = ContextVar(
+    "failcore_popen_judged", default=None)
+
+
+def _is_popen_judged(program: str, argv: list[str]) -> bool:
+    return _popen_judged.get() == (program, tuple(argv))
 
 
 def _active() -> core._Active | None:
     state = core._state
-    if state is None or not state.policy.process.restricts or _launch_judged.get():
+    if state is None or not state.policy.process.restricts:
         return None
     return state
 
@@ -115,7 +121,16 @@ def _guard_execute_child(wrapped: Any, instance: Any, args: tuple, kwargs: dict)
             if found is not None:  # run what was judged, not a later PATH lookup
                 args = (args[0], found, *args[2:])
     core._enforce(state, decision)
-    return _run_judged(wrapped, args, kwargs)
+    if shell:
+        launch = ("/bin/sh", ("/bin/sh", "-c", *argv))
+    else:
+        program = _text(args[1]) if args[1] is not None else (argv[0] if argv else "")
+        launch = (program, tuple(argv))
+    token = _popen_judged.set(launch)
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _popen_judged.reset(token)
 
 
 def _guard_system(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -190,6 +205,9 @@ def _guard_fork_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> 
     state = _active()
     if state is not None and len(args) >= 5:
         argv = _argv(args[0] or [])
+        candidates = [_text(c) for c in args[1] or ()]
+        if len(candidates) == 1 and _is_popen_judged(candidates[0], argv):
+            return wrapped(*args, **kwargs)
         for candidate in args[1] or ():
             path = _text(candidate)
             if os.path.exists(path if os.path.isabs(path) or args[4] is None
@@ -231,14 +249,17 @@ def targets() -> list[tuple[Any, str, Any]]:
 
 
 def _hook(build):
-    """A hook for a launch event; `build(args)` gives the argvs that may run, and shell."""
+    """A hook for a launch event; `build(args)` gives the argvs that may run, whether
+    it is a shell line, and the child's working directory."""
 
     def check(state: core._Active, args: tuple) -> None:
-        if _launch_judged.get() or not state.policy.process.restricts:
+        if not state.policy.process.restricts:
             return
         try:
-            candidates, shell = build(args)
-            decisions = [_judge(state, argv, shell=shell) for argv in candidates]
+            candidates, shell, cwd = build(args)
+            if not candidates:  # the very launch a patch judged
+                return
+            decisions = [_judge(state, argv, shell=shell, cwd=cwd) for argv in candidates]
             decision = next((d for d in decisions if not d.allowed), decisions[0])
         except Exception as exc:
             decision = core._guard_error("proc.exec", exc)
@@ -247,25 +268,30 @@ def _hook(build):
     return check
 
 
-def _popen_event(args: tuple) -> tuple[list[list[str]], bool]:
-    executable, popen_args = args[0], args[1]
+def _popen_event(args: tuple) -> tuple[list[list[str]], bool, Any]:
+    """subprocess.Popen(executable, args, cwd, env), raised inside _execute_child."""
+    executable, popen_args, cwd = args[0], args[1], args[2]
     argv = _argv(popen_args)
-    return [[_text(executable), *argv[1:]] if executable is not None else argv], False
+    if executable is not None and _is_popen_judged(_text(executable), argv):
+        return [], False, cwd
+    return [[_text(executable), *argv[1:]] if executable is not None else argv], False, cwd
 
 
-def _exec_event(args: tuple) -> tuple[list[list[str]], bool]:
+def _exec_event(args: tuple) -> tuple[list[list[str]], bool, Any]:
     """The event does not say whether a bare name is searched on PATH
     (posix_spawnp) or taken from the cwd: judge both."""
     path, rest = _text(args[0]), _argv(args[1])[1:]
     candidates = [[_exec_path(path), *rest]]
     if "/" not in path:
         candidates.append([path, *rest])
-    return candidates, False
+        runnable = [c for c in candidates if locate(c[0])[0] is not None]
+        candidates = runnable or candidates  # one that cannot be found cannot run
+    return candidates, False, None
 
 
 HOOKS = {
     "subprocess.Popen": _hook(_popen_event),
-    "os.system": _hook(lambda args: ([[_text(args[0])]], True)),
+    "os.system": _hook(lambda args: ([[_text(args[0])]], True, None)),
     "os.exec": _hook(_exec_event),
     "os.posix_spawn": _hook(_exec_event),
 }

@@ -9,6 +9,7 @@ import runpy
 import signal
 import sys
 import types
+from importlib.machinery import SourceFileLoader
 
 _OWN_DIRS = (os.path.dirname(os.path.abspath(__file__)),)
 
@@ -34,11 +35,13 @@ def run_script(path: str, args: list[str]) -> int:
     usual. An uncaught exception is printed by `sys.excepthook` without
     failcore's frames and gives exit code 1, as in Python.
     """
-    with io.open_code(path) as f:
+    filename = os.path.abspath(path)  # as Python 3.9+ sets __file__ for a script
+    with io.open_code(filename) as f:
         source = f.read()
-    code = compile(source, path, "exec", dont_inherit=True)
+    code = compile(source, filename, "exec", dont_inherit=True)
     module = types.ModuleType("__main__")
-    module.__dict__.update(__file__=path, __builtins__=builtins, __cached__=None)
+    module.__dict__.update(__file__=filename, __builtins__=builtins, __cached__=None,
+                           __loader__=SourceFileLoader("__main__", filename))
     sys.modules["__main__"] = module
     sys.argv = [path, *args]
     if not getattr(sys.flags, "safe_path", False):
@@ -47,11 +50,15 @@ def run_script(path: str, args: list[str]) -> int:
 
 
 def run_module(name: str, args: list[str]) -> int:
-    """Execute module `name` as `__main__` (`python -m name args`)."""
+    """Execute module `name` as `__main__` (`python -m name args`): it stays the
+    real `__main__` afterwards too (threads, atexit and pickling rely on that)."""
     sys.argv = [name, *args]  # runpy replaces argv[0] with the module's path
     if not getattr(sys.flags, "safe_path", False):
         sys.path[0] = os.getcwd()
-    return _execute(lambda: runpy.run_module(name, run_name="__main__", alter_sys=True))
+    main = types.ModuleType("__main__")
+    main.__dict__["__builtins__"] = builtins
+    sys.modules["__main__"] = main
+    return _execute(lambda: runpy._run_module_as_main(name, alter_argv=True))
 
 
 def _execute(body) -> int:

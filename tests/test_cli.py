@@ -120,3 +120,13 @@ def test_explain_exec(command, code, rule):
     result = cli("explain", "--policy", "proc_safe", "--json", "exec", *command)
     assert result.returncode == code, result.stderr
     assert json.loads(result.stdout)["decisions"][0]["rule"] == rule
+
+
+def test_explain_asks_for_a_port_when_the_policy_decides_by_port(tmp_path):
+    """Without a port, a policy with port rules has no single answer: usage error."""
+    policy = tmp_path / "p.toml"
+    policy.write_text('version = 1\n[network]\nallow = ["127.0.0.2:80"]\n')
+    result = cli("explain", "--policy", str(policy), "connect", "127.0.0.2")
+    assert result.returncode == 2 and "give 127.0.0.2:PORT" in result.stderr
+    assert cli("explain", "--policy", str(policy), "connect", "http://127.0.0.2:0/").returncode == 1
+    assert cli("explain", "--policy", str(policy), "connect", "http://127.0.0.2/").returncode == 0

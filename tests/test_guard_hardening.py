@@ -14,6 +14,7 @@ import array
 import asyncio
 import enum
 import logging
+import errno
 import os
 import select
 import socket
@@ -883,3 +884,65 @@ def test_allowed_connects_still_reach_the_listener(net, how):
     failcore.install(ALLOW_ONE)
     ALLOWED_CONNECTS[how](listener.port)
     assert listener.heard(HEARD)
+
+
+def test_n2_create_connection_name_covers_only_its_own_addresses(net):
+    """create_connection's hostname opens the addresses it resolved to, not every
+    connect made while it runs (here: from the timeout's __index__)."""
+    bad = net.tcp("127.0.0.3")  # loopback, but not what localhost resolves to
+    failcore.install({"version": 1, "network": {"allow": ["localhost"]}})
+    outcomes = []
+
+    class Timeout:
+        def __index__(self):
+            try:
+                net.client().connect(("127.0.0.3", bad.port))
+                outcomes.append("connected")
+            except failcore.SecurityError as exc:
+                outcomes.append(exc.decision.rule)
+            return 1
+
+    with pytest.raises(OSError):
+        socket.create_connection(("localhost", 9), timeout=Timeout())
+    assert outcomes and set(outcomes) == {"network.public"}
+    assert not bad.heard()
+
+
+def test_n1_raw_sockets_are_refused_when_created(net):
+    """A raw socket is denied at creation, so fromfd cannot relabel it later."""
+    failcore.install("net_safe")
+    with pytest.raises(failcore.SecurityError) as info:
+        socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    assert info.value.decision.rule == "network.family"
+
+
+def test_n3_a_hard_link_to_a_system_socket_is_denied(net, tmp_path):
+    """A second name for a docker.sock (or the SSH agent) is still a system socket."""
+    system = tmp_path / "sys"
+    system.mkdir()
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(system / "docker.sock"))
+    server.listen()
+    os.link(system / "docker.sock", tmp_path / "innocent")
+    failcore.install("net_safe")
+    with pytest.raises(failcore.SecurityError) as info:
+        net.client(socket.AF_UNIX).connect(str(tmp_path / "innocent"))
+    assert info.value.decision.rule == "network.unix.system"
+    server.settimeout(0.1)
+    with pytest.raises(socket.timeout):
+        server.accept()
+    server.close()
+
+
+def test_n8_connect_ex_returns_errno_for_a_missing_unix_socket(net, tmp_path):
+    """connect_ex reports a missing path as an errno, as it would unguarded."""
+    failcore.install("net_safe")
+    assert net.client(socket.AF_UNIX).connect_ex(str(tmp_path / "missing.sock")) == errno.ENOENT
+
+
+def test_n6_binding_a_denied_name_does_not_look_it_up(net):
+    """bind() with a hostname is a lookup: a denied name is refused first."""
+    failcore.install({"version": 1, "network": {"deny": ["*.exfil.example"]}})
+    with pytest.raises(failcore.SecurityError) as info:
+        net.client().bind(("secret.exfil.example", 0))
+    assert info.value.decision.rule == "network.deny[*.exfil.example]"

@@ -137,3 +137,23 @@ def test_console_script_is_installed():
     exe = os.path.join(os.path.dirname(sys.executable), "failcore")
     result = subprocess.run([exe, "policy", "check", "net_safe"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.startswith("ok:")
+
+
+def test_script_file_is_absolute_and_loader_is_set(tmp_path):
+    """__file__ is absolute even for a relative path, as Python 3.9+ sets it."""
+    script(tmp_path, "import os\nprint(os.path.isabs(__file__), type(__loader__).__name__)\n")
+    result = failcore("run", "agent.py", cwd=str(tmp_path))
+    assert result.stdout.split() == ["True", "SourceFileLoader"], result.stderr
+
+
+def test_run_module_stays_main_after_its_body_returns(tmp_path):
+    """With -m the module remains __main__ for atexit handlers and late pickling."""
+    (tmp_path / "late.py").write_text(textwrap.dedent("""
+        import atexit, pickle, sys
+        def work():
+            return 42
+        atexit.register(lambda: print(sys.modules["__main__"].__name__,
+                                      len(pickle.dumps(sys.modules["__main__"].work)) > 0))
+    """))
+    result = failcore("run", "-m", "late", cwd=str(tmp_path))
+    assert result.stdout.split() == ["__main__", "True"], result.stderr
