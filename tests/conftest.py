@@ -23,6 +23,11 @@ def pytest_configure(config: pytest.Config) -> None:
         _lab_unavailable = netlab.reexec_inside(config)  # returns only on failure
 
 
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _lab is not None:
+        _lab.close()
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     if _lab is not None:
         return "failcore netlab: running inside a fresh network namespace"

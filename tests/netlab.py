@@ -122,10 +122,17 @@ class LabServer:
         self.sock.listen(64)
         self.connections: list[Connection] = []
         self._lock = threading.Lock()
-        threading.Thread(target=self._serve, daemon=True, name=f"lab {host}:{port}").start()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True, name=f"lab {host}:{port}")
+        self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sock.close()
 
     def _serve(self) -> None:
-        while True:
+        while not self._stop.is_set():
             readable, _, _ = select.select([self.sock], [], [], 0.2)
             if not readable:
                 continue
@@ -189,6 +196,9 @@ class UdpLabServer:
     def touched(self) -> bool:
         return bool(select.select([self.sock], [], [], 0)[0])
 
+    def close(self) -> None:
+        self.sock.close()
+
     def reset(self) -> None:
         try:
             while True:
@@ -220,6 +230,10 @@ class Lab:
         for server in self.servers.values():
             server.reset()
         self.write_hosts(HOSTS)
+
+    def close(self) -> None:
+        for server in self.servers.values():
+            server.close()
 
     def write_hosts(self, text: str) -> None:
         """Replace the lab's /etc/hosts (read again by every lookup)."""
