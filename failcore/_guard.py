@@ -45,10 +45,13 @@ _CONNECTING = ("net.connect", "net.send")
 class _Active:
     """What is in force: read once per intercepted call, replaced whole."""
 
-    __slots__ = ("policy", "mode")
+    __slots__ = ("policy", "mode", "decided")
 
     def __init__(self, policy: Policy, mode: Mode) -> None:
         self.policy, self.mode = policy, mode
+        # (op, family, exact address) -> (names version, decision): the hot path
+        # for repeated connects to the same literal address.
+        self.decided: dict[tuple, tuple[int, Decision]] = {}
 
 
 # Per thread, asyncio task and greenlet alike (contextvars follow all three).
@@ -78,13 +81,18 @@ _hook_added = False
 # hostname rules apply to them at connect time.
 _resolved: OrderedDict[tuple[int, int], tuple[str, ...]] = OrderedDict()
 _RESOLVED_MAX = 4096
+_names_version = 0  # bumped whenever an address gains a name: remembered decisions expire
 
 
 def _remember(name: str, ips: list[tuple[int, int]]) -> None:
+    global _names_version
     with _lock:
         for ip in ips:
             names = _resolved.pop(ip, ())
-            _resolved[ip] = names if name in names else (*names, name)
+            if name not in names:
+                names = (*names, name)
+                _names_version += 1
+            _resolved[ip] = names
         while len(_resolved) > _RESOLVED_MAX:
             _resolved.popitem(last=False)
 
@@ -242,8 +250,14 @@ def _judge(state: _Active, sock: Any, address: Any, op: str,
             return None, address, None
         if _type_of(sock) == socket.SOCK_RAW:
             return policy.check_family(family, raw=True, op=op), address, None
-        if _is_exact_inet(address):
-            pass  # nothing in it can answer differently when the C code reads it
+        exact = _is_exact_inet(address)  # nothing in it can answer differently later
+        remembered = exact and _connect_host.get() is None
+        if remembered:
+            hit = state.decided.get((op, family, address))
+            if hit is not None and hit[0] == _names_version:
+                return hit[1], address, None
+        if exact:
+            pass
         elif pin:
             address = _exact_inet(address, op)
         else:
@@ -258,7 +272,13 @@ def _judge(state: _Active, sock: Any, address: Any, op: str,
             if ip is None and not pin:
                 ip = _numeric_ip(host, family)
         if ip is not None:
-            return policy.check_ip(ip, port, _names_for(ip), op=op), address, None
+            version = _names_version
+            decision = policy.check_ip(ip, port, _names_for(ip), op=op)
+            if remembered:
+                if len(state.decided) > 4096:
+                    state.decided.clear()
+                state.decided[(op, family, address)] = (version, decision)
+            return decision, address, None
         resolve = policy.check_resolve(host)
         if not resolve.allowed or not pin:
             return resolve if not resolve.allowed else _unpinned(

@@ -250,3 +250,19 @@ def test_a_subinterpreter_module_loaded_earlier_cannot_create_one(caplog):
         with pytest.raises((failcore.SecurityError, RuntimeError)):
             module.create()
     assert [r.rule for r in caplog.records] == ["process.subinterpreter"]
+
+
+def test_remembered_decisions_expire_when_an_address_gains_a_name(listener):
+    """A connect allowed (and remembered) before a denied name resolved to the
+    same address is denied after it: hostname rules apply to resolved addresses."""
+    port = listener.getsockname()[1]
+    rule = f"localhost:{port}"  # port-specific: the name still resolves
+    failcore.install({"version": 1, "network": {"default": "allow", "deny": [rule]}})
+    connect(listener)
+    connect(listener)  # served from the guard's memo
+    with pytest.raises(failcore.SecurityError):
+        socket.getaddrinfo("localhost", port)  # resolves, then every record is denied
+    with socket.socket() as client, pytest.raises(failcore.SecurityError) as info:
+        client.connect(listener.getsockname())
+    assert info.value.decision.rule == f"network.deny[{rule}]"
+    assert not pending(listener)
