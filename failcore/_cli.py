@@ -150,14 +150,33 @@ def _cmd_policy(args: list[str]) -> int:
 # -- explain -----------------------------------------------------------------
 
 
+def _split_operation(args: list[str]) -> tuple[list[str], str, list[str]]:
+    """`[options] OPERATION rest`: the operation is the first word that is not an
+    option or the value of --policy (exec's command may look like anything)."""
+    i = 0
+    while i < len(args):
+        if args[i] == "--policy":
+            i += 2
+        elif args[i] in ("connect", "open", "exec"):
+            return args[:i], args[i], args[i + 1:]
+        else:
+            i += 1
+    raise _UsageError("explain needs connect, open or exec")
+
+
 def _cmd_explain(args: list[str]) -> int:
+    options, operation, rest = _split_operation(args)
     parser = _parser("failcore explain")
     parser.add_argument("--policy", default=None)
     parser.add_argument("--json", action="store_true")
     parser.add_argument("--write", action="store_true")
-    parser.add_argument("operation", choices=("connect", "open", "exec"))
-    parser.add_argument("target", nargs=argparse.REMAINDER if "exec" in args else None)
-    ns = _parse(parser, args)
+    if operation != "exec":  # exec's command is taken verbatim
+        parser.add_argument("target")
+        options += rest
+    ns = _parse(parser, options)
+    ns.operation = operation
+    if operation == "exec":
+        ns.target = rest
     policy = Policy.load(ns.policy or os.environ.get("FAILCORE_POLICY") or "agent_safe")
     note = ""
     if ns.operation == "connect":

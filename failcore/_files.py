@@ -99,21 +99,24 @@ def _glob_regex(pattern: str) -> str:
         + "(?:/.*)?"
 
 
+def _pattern(path: str) -> re.Pattern[str]:
+    """A root covers itself and everything below it; a glob, what it matches."""
+    if _GLOB_CHARS.search(path):
+        return re.compile(_glob_regex(path))
+    return re.compile(re.escape(_resolve_root(path).rstrip("/")) + "(?:/.*)?")
+
+
 class _Roots:
-    """Directory roots (a root covers itself and everything below) and globs."""
+    """Roots and globs, each with the rule text that named it."""
 
-    __slots__ = ("entries", "_pattern")
+    __slots__ = ("entries",)
 
-    def __init__(self, entries: list[tuple[str, str]]) -> None:
-        """`entries` are `(rule text, expanded path or glob)`."""
-        self.entries: tuple[tuple[str, str, re.Pattern[str]], ...] = tuple(
-            (text, path, re.compile(_glob_regex(path) if _GLOB_CHARS.search(path)
-                                    else re.escape(_resolve_root(path).rstrip("/")) + "(?:/.*)?"))
-            for text, path in entries)
+    def __init__(self, entries: list[tuple[str, re.Pattern[str]]]) -> None:
+        self.entries = tuple(entries)
 
     def match(self, path: str) -> str | None:
         """The rule text of the first entry covering `path`, or None."""
-        for text, _, regex in self.entries:
+        for text, regex in self.entries:
             if regex.fullmatch(path):
                 return text
         return None
@@ -131,8 +134,7 @@ class FileRules:
             entries = []
             for i, entry in enumerate(section.get(key, [])):
                 try:
-                    entries += [(entry, path) for path in expand(entry)]
-                    _Roots(entries[-1:])  # compile now, so a bad glob fails at load
+                    entries += [(entry, _pattern(path)) for path in expand(entry)]
                 except (ValueError, re.error) as exc:
                     raise fail(f"filesystem.{key}[{i}]", f"{entry!r}: {exc}") from None
             compiled[key] = _Roots(entries)

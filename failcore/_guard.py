@@ -244,9 +244,9 @@ def _judge(state: _Active, sock: Any, address: Any, op: str,
     if family in _INET_FAMILIES:
         if op == "net.bind":  # listening on an IP reaches nobody; naming a host is a lookup
             host = address[0] if isinstance(address, tuple) and address else None
-            if type(host) in (str, bytes) and _host_text(host) not in ("", "<broadcast>") \
-                    and addr.parse_ip(_host_text(host)) is None:
-                return policy.check_resolve(_host_text(host)), address, None
+            text = _host_text(host) if type(host) in (str, bytes) else ""
+            if text not in ("", "<broadcast>") and addr.parse_ip(text) is None:
+                return policy.check_resolve(text), address, None
             return None, address, None
         if _type_of(sock) == socket.SOCK_RAW:
             return policy.check_family(family, raw=True, op=op), address, None
@@ -256,12 +256,11 @@ def _judge(state: _Active, sock: Any, address: Any, op: str,
             hit = state.decided.get((op, family, address))
             if hit is not None and hit[0] == _names_version:
                 return hit[1], address, None
-        if exact:
-            pass
-        elif pin:
+        if not exact:
+            if not pin:
+                return _unpinned(op, repr(type(address)), "what this address says"), \
+                    address, None
             address = _exact_inet(address, op)
-        else:
-            return _unpinned(op, repr(type(address)), "what this address says"), address, None
         host = address[0] if type(address[0]) is str else _host_text(address[0])
         port = address[1]
         if host in ("", "<broadcast>"):
@@ -788,10 +787,9 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
     chosen = _parse_mode(mode or os.environ.get("FAILCORE_MODE") or Mode.ENFORCE)
     if os.environ.get("FAILCORE_DISABLE") == "1":
         chosen = Mode.OFF
-    unenforced = ["[filesystem]"] if compiled.config.get("filesystem") else []
-    if unenforced and chosen is not Mode.OFF:
-        warnings.warn(f"failcore: {' and '.join(unenforced)} rules in {compiled.source} are "
-                      f"validated but not enforced by this version", UserWarning, stacklevel=2)
+    if compiled.config.get("filesystem") and chosen is not Mode.OFF:
+        warnings.warn(f"failcore: [filesystem] rules in {compiled.source} are validated but "
+                      f"not enforced by this version", UserWarning, stacklevel=2)
     with _lock:
         if chosen is Mode.OFF:
             _deactivate()

@@ -73,15 +73,10 @@ def _exec_path(path: Any) -> str:
     return text if "/" in text else "./" + text
 
 
-def _run_judged(wrapped: Any, args: tuple, kwargs: dict) -> Any:
-    # Every lower layer (fork_exec, the audit events) judges again: no blanket
-    # skip that caller code running inside the launch could ride on.
-    return wrapped(*args, **kwargs)
-
-
 # The one launch a patched Popen judged: (program path, argv). Its own
 # fork_exec and subprocess.Popen event match it exactly and are not judged
-# twice; any other launch made meanwhile (by a profile function, say) is.
+# twice; any other launch made meanwhile (by a profile function, say) is,
+# as are the lower layers of every other patched launch: no blanket skip.
 _popen_judged: ContextVar[tuple[str, tuple[str, ...]] | None] = ContextVar(
     "failcore_popen_judged", default=None)
 
@@ -137,7 +132,7 @@ def _guard_system(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any
     state = _active()
     if state is not None and len(args) == 1:
         core._enforce(state, _judge(state, [_text(args[0])], shell=True))
-    return _run_judged(wrapped, args, kwargs)
+    return wrapped(*args, **kwargs)
 
 
 def _guard_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
@@ -146,7 +141,7 @@ def _guard_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     if state is not None and len(args) >= 2:
         argv = _argv(args[1])
         core._enforce(state, _judge(state, [_exec_path(args[0]), *argv[1:]]))
-    return _run_judged(wrapped, args, kwargs)
+    return wrapped(*args, **kwargs)
 
 
 def _guard_posix_spawn(search: bool):
@@ -156,7 +151,7 @@ def _guard_posix_spawn(search: bool):
             argv = _argv(args[1])
             program = _text(args[0]) if search else _exec_path(args[0])
             core._enforce(state, _judge(state, [program, *argv[1:]]))
-        return _run_judged(wrapped, args, kwargs)
+        return wrapped(*args, **kwargs)
 
     return guard
 
@@ -208,12 +203,11 @@ def _guard_fork_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> 
         candidates = [_text(c) for c in args[1] or ()]
         if len(candidates) == 1 and _is_popen_judged(candidates[0], argv):
             return wrapped(*args, **kwargs)
-        for candidate in args[1] or ():
-            path = _text(candidate)
+        for path in candidates:
             if os.path.exists(path if os.path.isabs(path) or args[4] is None
                               else os.path.join(_text(args[4]), path)):
                 core._enforce(state, _judge(state, [path, *argv[1:]], cwd=args[4]))
-    return _run_judged(wrapped, args, kwargs)
+    return wrapped(*args, **kwargs)
 
 
 def targets() -> list[tuple[Any, str, Any]]:

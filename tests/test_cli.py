@@ -130,3 +130,15 @@ def test_explain_asks_for_a_port_when_the_policy_decides_by_port(tmp_path):
     assert result.returncode == 2 and "give 127.0.0.2:PORT" in result.stderr
     assert cli("explain", "--policy", str(policy), "connect", "http://127.0.0.2:0/").returncode == 1
     assert cli("explain", "--policy", str(policy), "connect", "http://127.0.0.2/").returncode == 0
+
+
+def test_explain_operation_words_as_targets(tmp_path):
+    """A file named `exec` is opened, and exec's command keeps option-like words verbatim."""
+    named_exec = tmp_path / "exec"
+    named_exec.write_text("")
+    result = cli("explain", "--policy", "fs_safe", "--json", "open", str(named_exec))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["decisions"][0]["op"] == "fs.read"
+    result = cli("explain", "--policy", "proc_safe", "--json", "exec", "env", "--json", "curl")
+    assert result.returncode == 1
+    assert json.loads(result.stdout)["target"] == "env --json curl"
