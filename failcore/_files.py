@@ -23,19 +23,24 @@ NEEDS = {
     "fs.read": "read", "fs.list": "read",
     "fs.write": "write", "fs.create": "write", "fs.delete": "write",
     "fs.metadata": "write", "fs.link": "write", "fs.symlink": "write", "fs.rename": "write",
+    # Where a new symlink points: only somewhere this process may read.
+    "fs.symlink-target": "read",
 }
 _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def _python_roots() -> list[str]:
-    """The interpreter's own files: stdlib, site-packages, the prefixes."""
+    """The interpreter's own files: stdlib, site-packages, the prefixes, where
+    imports come from (`sys.path`) and failcore itself (an editable install
+    imports from its checkout without a `sys.path` entry)."""
     paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
     for key in ("stdlib", "platstdlib", "purelib", "platlib"):
         try:
             paths.add(sysconfig.get_paths()[key])
         except KeyError:
             pass
-    paths.update(p for p in sys.path if p and os.path.isabs(p) and "site-packages" in p)
+    paths.update(p for p in sys.path if os.path.isabs(p) and p != "/")
+    paths.add(os.path.dirname(os.path.abspath(__file__)))
     return sorted(paths)
 
 
@@ -125,7 +130,7 @@ class _Roots:
 class FileRules:
     """The compiled `[filesystem]` section."""
 
-    __slots__ = ("default", "deny", "read", "write", "_memo")
+    __slots__ = ("default", "deny", "read", "write", "restricts", "_memo")
 
     def __init__(self, section: dict[str, Any], fail: Callable[[str, str], Exception]) -> None:
         self.default: str = section.get("default", "allow")
@@ -140,11 +145,8 @@ class FileRules:
             compiled[key] = _Roots(entries)
         self.deny, self.read, self.write = compiled["deny"], compiled["read"], compiled["write"]
         self._memo: dict[tuple[str, str], Decision] = {}
-
-    @property
-    def restricts(self) -> bool:
-        """Whether any file operation could be denied."""
-        return self.default == "deny" or bool(self.deny.entries)
+        # Whether any file operation could be denied (read on every intercepted call).
+        self.restricts = self.default == "deny" or bool(self.deny.entries)
 
     def check(self, op: str, path: str) -> Decision:
         """Judge `op` (see `NEEDS`) on `path`, an absolute path with symlinks resolved.

@@ -18,7 +18,6 @@ import os
 import socket
 import sys
 import threading
-import warnings
 from collections import OrderedDict
 from contextvars import ContextVar
 from functools import lru_cache
@@ -45,13 +44,16 @@ _CONNECTING = ("net.connect", "net.send")
 class _Active:
     """What is in force: read once per intercepted call, replaced whole."""
 
-    __slots__ = ("policy", "mode", "decided")
+    __slots__ = ("policy", "mode", "decided", "opened")
 
     def __init__(self, policy: Policy, mode: Mode) -> None:
         self.policy, self.mode = policy, mode
         # (op, family, exact address) -> (names version, decision): the hot path
         # for repeated connects to the same literal address.
         self.decided: dict[tuple, tuple[int, Decision]] = {}
+        # (op, st_dev, st_ino, st_ctime_ns) of an opened file -> its decision
+        # (None: not a file on disk); see _fs_guard._judge_opened.
+        self.opened: dict[tuple, Decision | None] = {}
 
 
 # Per thread, asyncio task and greenlet alike (contextvars follow all three).
@@ -311,7 +313,11 @@ def _pin_unix(policy: Policy, path: str | bytes, op: str) -> tuple[Decision, Any
     path are the caller's, as connect would raise them. Returns the pin
     `(fd, st_dev, st_ino)`, checked again after the call.
     """
-    fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+    token = _judged.set(("open", None, path))  # a socket, judged by the network rules
+    try:
+        fd = _originals.os_open(path, os.O_PATH | os.O_CLOEXEC)
+    finally:
+        _judged.reset(token)
     pinned = f"/proc/self/fd/{fd}"
     try:
         real = os.readlink(pinned)
@@ -723,9 +729,9 @@ def _targets() -> list[tuple[Any, str, Callable[..., Any]]]:
     live = socket.socket
     if isinstance(live, type) and not issubclass(live, _originals.socket_class):
         classes.append(live)
-    from . import _proc_guard
+    from . import _fs_guard, _proc_guard
 
-    targets += _proc_guard.targets()
+    targets += _proc_guard.targets() + _fs_guard.targets()
     for sock in classes:
         targets += [
             (sock, "connect", _guarded_call("net.connect", "socket.connect", _at_0)),
@@ -787,9 +793,6 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
     chosen = _parse_mode(mode or os.environ.get("FAILCORE_MODE") or Mode.ENFORCE)
     if os.environ.get("FAILCORE_DISABLE") == "1":
         chosen = Mode.OFF
-    if compiled.config.get("filesystem") and chosen is not Mode.OFF:
-        warnings.warn(f"failcore: [filesystem] rules in {compiled.source} are validated but "
-                      f"not enforced by this version", UserWarning, stacklevel=2)
     with _lock:
         if chosen is Mode.OFF:
             _deactivate()
@@ -798,11 +801,12 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
             sys.addaudithook(_audit)
             _hook_added = True
         _patch()
-        from . import _proc_guard
+        from . import _fs_guard, _proc_guard
 
         _state = _Active(compiled, chosen)
         _active_hooks.update(_HOOKS)
         _active_hooks.update(_proc_guard.HOOKS)
+        _active_hooks.update(_fs_guard.HOOKS)
         if _SubinterpreterBlocker not in sys.meta_path:
             sys.meta_path.insert(0, _SubinterpreterBlocker)
         if compiled.restricts:  # loaded ones must be imported again, past the blocker

@@ -5,6 +5,7 @@ hold the real functions. failcore's own I/O goes through these names and so
 never re-enters the guard.
 """
 
+import posix as _posix
 import socket as _socket_module
 
 getaddrinfo = _socket_module.getaddrinfo
@@ -12,3 +13,4 @@ gethostbyname = _socket_module.gethostbyname
 gethostbyname_ex = _socket_module.gethostbyname_ex
 create_connection = _socket_module.create_connection
 socket_class = _socket_module.socket
+os_open = _posix.open
