@@ -1,6 +1,6 @@
 """Ready-made policies, as functions and by name.
 
-`net_safe`, `net_safe_strict` and `agent_safe` can also be named in
+Every preset (see `PRESET_NAMES`) can also be named in
 `install("net_safe")`, `--policy net_safe` and `extends = "net_safe"`.
 """
 
@@ -28,6 +28,8 @@ SYSTEM_READS = [
     "/etc/services", "/etc/protocols", "/etc/mime.types", "/etc/passwd", "/etc/group",
     "/usr/lib/locale", "/usr/share/locale", "/etc/os-release",
 ]
+# Devices anything may write to (subprocess.DEVNULL opens /dev/null read-write).
+SYSTEM_WRITES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/tty", "/dev/pts"]
 # Programs whose job is to move data over the network.
 NETWORK_TOOLS = [
     "curl", "wget", "nc", "ncat", "netcat", "socat", "ssh", "scp", "sftp", "rsync", "telnet",
@@ -52,19 +54,11 @@ def net_safe(strict: bool = False) -> Policy:
     return Policy.from_dict(_net_safe_config(strict), source=f"preset {name}")
 
 
-def agent_safe() -> Policy:
-    """The policy for an agent: `net_safe`'s network rules.
-
-    Filesystem and process rules join this preset when those guards exist.
-    """
-    return Policy.from_dict(_net_safe_config(False), source="preset agent_safe")
-
-
 def _fs_safe_config(root: str | None, strict: bool) -> dict[str, Any]:
     workspace = root or "{cwd}"
     read = [workspace, "{tmp}", *SYSTEM_READS] if strict else ["/"]
-    return {"filesystem": {"default": "deny", "read": read, "write": [workspace, "{tmp}"],
-                           "deny": list(SECRETS)}}
+    return {"filesystem": {"default": "deny", "read": read,
+                           "write": [workspace, "{tmp}", *SYSTEM_WRITES], "deny": list(SECRETS)}}
 
 
 def fs_safe(root: str | None = None, strict: bool = False) -> Policy:
@@ -87,10 +81,20 @@ def proc_safe() -> Policy:
     return Policy.from_dict(_proc_safe_config(), source="preset proc_safe")
 
 
+def _agent_safe_config() -> dict[str, Any]:
+    return {**_net_safe_config(False), **_fs_safe_config(None, False), **_proc_safe_config()}
+
+
+def agent_safe() -> Policy:
+    """The policy for an agent: `net_safe`, `fs_safe` (the working directory as
+    the workspace) and `proc_safe` together."""
+    return Policy.from_dict(_agent_safe_config(), source="preset agent_safe")
+
+
 _PRESETS: dict[str, tuple[Callable[[], dict[str, Any]], Callable[[], Policy]]] = {
     "net_safe": (lambda: _net_safe_config(False), lambda: net_safe()),
     "net_safe_strict": (lambda: _net_safe_config(True), lambda: net_safe(strict=True)),
-    "agent_safe": (lambda: _net_safe_config(False), agent_safe),
+    "agent_safe": (_agent_safe_config, agent_safe),
     "fs_safe": (lambda: _fs_safe_config(None, False), lambda: fs_safe()),
     "fs_safe_strict": (lambda: _fs_safe_config(None, True), lambda: fs_safe(strict=True)),
     "proc_safe": (_proc_safe_config, proc_safe),

@@ -2,6 +2,7 @@
 
 import errno
 import logging
+import os
 import pickle
 import socket
 import sys
@@ -207,13 +208,16 @@ def test_a_socket_subclass_cannot_lie_about_its_family(listener):
     assert not pending(listener)
 
 
-def test_unenforced_sections_warn_instead_of_pretending(recwarn):
-    """[filesystem] rules warn that they are not enforced yet; [process] rules are enforced."""
-    with pytest.warns(UserWarning, match=r"\[filesystem\] rules .* not enforced"):
-        failcore.install({"filesystem": {"deny": ["~/.ssh"]}, "process": {"shell": "deny"}})
-    recwarn.clear()
-    failcore.install({"process": {"shell": "deny"}})
-    assert not [w for w in recwarn if "not enforced" in str(w.message)]
+def test_every_section_is_enforced_without_warnings(recwarn, tmp_path):
+    """No section is validated-but-ignored any more: nothing warns, and each one bites."""
+    secret = tmp_path / "secret"
+    secret.write_text("canary")
+    failcore.install({"filesystem": {"deny": [str(secret)]}, "process": {"shell": "deny"}})
+    assert not recwarn.list
+    with pytest.raises(failcore.SecurityError):
+        secret.read_text()
+    with pytest.raises(failcore.SecurityError):
+        os.system("true")
 
 
 @pytest.mark.parametrize("module", ["_interpreters", "_xxsubinterpreters"])
