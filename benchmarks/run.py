@@ -26,6 +26,7 @@ import statistics
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -413,6 +414,46 @@ def bench_subprocess(cfg: Config) -> Row:
     unguarded, guarded, n = compare(cfg, block, failcore.presets.proc_safe())
     return Row('subprocess.run(["true"])', "under proc_safe: PATH lookup, realpath, rules",
                guarded, unguarded, Budget.ratio(1.05), n)
+
+
+def _file_block(call: Callable[[], Any]) -> Block:
+    def block(n: int) -> int:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            call()
+        return time.perf_counter_ns() - start
+
+    return block
+
+
+@benchmark("open")
+def bench_open(cfg: Config) -> list[Row]:
+    """open()+close() of a file in the workspace, reading and writing, under fs_safe."""
+    with tempfile.TemporaryDirectory() as root:
+        path = os.path.join(root, "data.txt")
+        with open(path, "w") as f:
+            f.write("x")
+        policy = failcore.presets.fs_safe(root=root)
+        rows = []
+        for mode, what in (("r", "read"), ("a", "append")):
+            unguarded, guarded, n = compare(cfg, _file_block(lambda: open(path, mode).close()),
+                                            policy)
+            rows.append(Row(f'open(path, "{mode}").close()',
+                            f"under fs_safe: {what}, the opened file judged via /proc/self/fd",
+                            guarded, unguarded, Budget.ratio(1.5), n))
+    return rows
+
+
+@benchmark("stat")
+def bench_stat(cfg: Config) -> Row:
+    with tempfile.TemporaryDirectory() as root:
+        path = os.path.join(root, "data.txt")
+        open(path, "w").close()
+        unguarded, guarded, n = compare(cfg, _file_block(lambda: os.stat(path)),
+                                        failcore.presets.fs_safe(root=root))
+    return Row("os.stat(path)", "under fs_safe: not intercepted (no patch, no audit event)",
+               guarded, unguarded, Budget.ratio(1.05), n,
+               notes=["SPEC §9: untouched; the ratio is the noise of the run"])
 
 
 @benchmark("connect-fresh")
