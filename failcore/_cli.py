@@ -106,10 +106,17 @@ def _cmd_run(args: list[str]) -> int:
     from . import _run
     from ._guard import install
 
+    code = None
+    if script is not None:
+        try:
+            code = _run.load_script(script)
+        except SyntaxError as exc:  # as Python reports it: no traceback, exit 1
+            _run._report_uncaught(exc)
+            return 1
     install(options.get("policy"), mode=options.get("mode"))
-    if module is not None:
+    if code is None:
         return _run.run_module(module, args)
-    return _run.run_script(script, args)
+    return _run.run_script(script, code, args)
 
 
 # -- policy ------------------------------------------------------------------

@@ -28,17 +28,24 @@ def _report_uncaught(exc: BaseException) -> None:
     sys.excepthook(type(exc), exc, tb)
 
 
-def run_script(path: str, args: list[str]) -> int:
-    """Execute `path` as `__main__` with `sys.argv = [path, *args]`; return its exit code.
+def load_script(path: str) -> types.CodeType:
+    """Read and compile the script, as Python does before running any of it
+    (so before the guard is on: reading the script is the interpreter's own read)."""
+    filename = os.path.abspath(path)  # as Python 3.9+ sets __file__ for a script
+    with io.open_code(filename) as f:
+        source = f.read()
+    return compile(source, filename, "exec", dont_inherit=True)
+
+
+def run_script(path: str, code: types.CodeType, args: list[str]) -> int:
+    """Execute `code`, loaded from `path`, as `__main__` with `sys.argv = [path, *args]`;
+    return its exit code.
 
     `SystemExit` propagates untouched, so `sys.exit("message")` behaves as
     usual. An uncaught exception is printed by `sys.excepthook` without
     failcore's frames and gives exit code 1, as in Python.
     """
-    filename = os.path.abspath(path)  # as Python 3.9+ sets __file__ for a script
-    with io.open_code(filename) as f:
-        source = f.read()
-    code = compile(source, filename, "exec", dont_inherit=True)
+    filename = code.co_filename
     module = types.ModuleType("__main__")
     module.__dict__.update(__file__=filename, __builtins__=builtins, __cached__=None,
                            __loader__=SourceFileLoader("__main__", filename))

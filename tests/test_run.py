@@ -157,3 +157,34 @@ def test_run_module_stays_main_after_its_body_returns(tmp_path):
     """))
     result = failcore("run", "-m", "late", cwd=str(tmp_path))
     assert result.stdout.split() == ["__main__", "True"], result.stderr
+
+
+def test_the_script_is_read_before_the_guard_and_its_actions_after(tmp_path):
+    """Reading the script is the interpreter's own read, done before the guard is on
+    (here the script even sits where the policy denies reads); what it then does
+    is judged."""
+    workspace = tmp_path / "work"
+    workspace.mkdir()
+    secrets = tmp_path / "home" / ".ssh"
+    secrets.mkdir(parents=True)
+    (secrets / "id_rsa").write_text("canary")
+    path = script(secrets, f"""
+        import colorsys, failcore
+        open("made-here.txt", "w").write("ok")
+        try:
+            open({str(secrets / "id_rsa")!r}).read()
+        except failcore.SecurityError as exc:
+            print("denied", exc.decision.rule)
+    """)
+    result = failcore("run", "--policy", "fs_safe_strict", path, cwd=workspace,
+                      env={**os.environ, "HOME": str(tmp_path / "home")})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["denied", "filesystem.deny[~/.ssh]"]
+    assert (workspace / "made-here.txt").read_text() == "ok"
+
+
+def test_a_script_with_a_syntax_error_is_reported_as_python_does(tmp_path):
+    path = script(tmp_path, "def (\n")
+    result = failcore("run", path)
+    assert result.returncode == 1
+    assert "SyntaxError" in result.stderr and "failcore" not in result.stderr
