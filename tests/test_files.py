@@ -40,6 +40,21 @@ def test_fs_safe(op, path, action, rule):
     assert (decision.action.value, decision.rule) == (action, rule)
 
 
+def test_agent_safe_is_all_three_presets():
+    """agent_safe: net_safe's addresses, fs_safe's files, proc_safe's programs."""
+    agent = presets.agent_safe()
+    assert agent.check_path("fs.read", f"{HOME}/.ssh/id_rsa").rule == "filesystem.deny[~/.ssh]"
+    assert agent.check_path("fs.write", "/etc/cron.d/x").rule == "filesystem.default"
+    assert agent.check_path("fs.write", f"{CWD}/out.txt").allowed
+    assert agent.check_path("fs.write", "/dev/null").allowed
+    assert agent.check_connect("10.0.0.5", 80).rule == "network.public"
+    assert agent.check_exec(["curl", "x"], lambda name: ("/usr/bin/curl", "/usr/bin/curl")) \
+        .rule == "process.deny[curl]"
+    assert agent.check_exec(["ls"], lambda name: (None, None), shell=True).rule == "process.shell"
+    assert agent.config == {**presets.net_safe().config, **presets.fs_safe().config,
+                            **presets.proc_safe().config}
+
+
 @pytest.mark.parametrize("op, path, action", [
     ("fs.read", f"{CWD}/data.csv", "allow"),
     ("fs.read", os.path.join(os.path.dirname(os.__file__), "json", "__init__.py"), "allow"),
