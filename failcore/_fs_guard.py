@@ -178,6 +178,12 @@ def _judge_opened(state: core._Active, op: str, fd: int, opened: Any) -> None:
     core._enforce(state, decision)
 
 
+def _judge_failed_read(state: core._Active, op: str, path: Any, dir_fd: Any = None) -> None:
+    """A read that failed (no such file, say) is judged by its path, so a denied
+    place answers SecurityError whether or not the file exists."""
+    _enforce(state, _judge(state, op, path, dir_fd))
+
+
 # -- patches -------------------------------------------------------------------
 
 
@@ -213,6 +219,9 @@ def _guard_open(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     token = _judged.set(("open", None, file))
     try:
         opened = wrapped(*args, **kwargs)
+    except OSError:
+        _judge_failed_read(state, op, file)
+        raise
     finally:
         _judged.reset(token)
     _judge_opened(state, op, opened.fileno(), opened)
@@ -233,7 +242,11 @@ def _guard_os_open(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     if op == "fs.write" or not _PROC_FD:
         if _enforce(state, _judge(state, op, path, dir_fd)) or not _PROC_FD:
             return _call_judged("open", path, wrapped, args, kwargs)
-    fd = _call_judged("open", path, wrapped, args, kwargs)
+    try:
+        fd = _call_judged("open", path, wrapped, args, kwargs)
+    except OSError:
+        _judge_failed_read(state, op, path, dir_fd)
+        raise
     _judge_opened(state, op, fd, fd)
     return fd
 
