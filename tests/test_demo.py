@@ -12,4 +12,5 @@ def test_demo_blocks_the_attacks_and_serves_the_real_request():
     result = subprocess.run([sys.executable, DEMO], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "The internal service received 0 requests." in result.stdout
-    assert result.stdout.count("BLOCKED") == 4
+    assert result.stdout.count("BLOCKED") == 9
+    assert "LEAKED" not in result.stdout and result.stdout.count("ALLOWED") == 3
