@@ -149,16 +149,17 @@ def _call_judged(event: str | None, subject: Any, wrapped: Any, args: Any,
 def _judge_opened(state: core._Active, op: str, fd: int, opened: Any) -> None:
     """Judge what an open really opened; a denied file is closed unused.
 
-    The real path comes from /proc/self/fd/N once per file: the decision is
-    remembered by the file's identity (device, inode, ctime), and the cheaper
-    fstat finds it again. A rename or a new hard link changes the ctime; a
-    freed inode number reused within one ctime tick by a file another
-    process creates is the remaining (theoretical) confusion.
+    The real path comes from /proc/self/fd/N once per file: the decision for
+    a file with one name is remembered by its identity (device, inode,
+    ctime), and the cheaper fstat finds it again. A rename or a new hard link
+    changes the ctime; a freed inode number reused within one ctime tick by a
+    file another process creates is the remaining (theoretical) confusion.
     """
     try:
         st = _fstat(fd)
         key = (op, st.st_dev, st.st_ino, st.st_ctime_ns)
-        decision = state.opened.get(key, _UNSEEN)
+        # A file with several names is judged by the name it was opened by.
+        decision = state.opened.get(key, _UNSEEN) if st.st_nlink == 1 else _UNSEEN
         if decision is _UNSEEN:
             target = _readlink(_FD_LINKS[fd] if fd < 256 else f"/proc/self/fd/{fd}")
             decision = None
@@ -383,6 +384,11 @@ def _hook_open(state: core._Active, args: tuple) -> None:
     if not state.policy.filesystem.restricts:
         return
     op = "fs.write" if type(flags) is not int or flags & _WRITE_FLAGS else "fs.read"
+    if args[1] is None and isinstance(path, (str, bytes)) and not os.fsdecode(path).startswith("/"):
+        # os.open's event leaves out dir_fd: where a relative path starts is unknown.
+        core._enforce(state, core._unpinned(op, os.fsdecode(path),
+                                            "which directory this relative path starts from"))
+        return
     _judge_event(state, op, ((path, None, True),))
 
 

@@ -148,8 +148,9 @@ def _guard_error(op: str, exc: BaseException) -> Decision:
 
 def _unpinned(op: str, target: str, why: str) -> Decision:
     return Decision(Action.DENY, op, target, "guard.unpinned",
-                    f"failcore cannot tell {why} on this path (_socket, a captured method or "
-                    f"a reloaded socket module), so the call was blocked.")
+                    f"failcore cannot tell {why} on this path (a low-level module such as "
+                    f"_socket or posix, a reference captured before install() or a reloaded "
+                    f"module), so the call was blocked.")
 
 
 # -- exact copies of what a call names ---------------------------------------------
