@@ -107,8 +107,8 @@ def _glob_regex(pattern: str) -> str:
 def _pattern(path: str) -> re.Pattern[str]:
     """A root covers itself and everything below it; a glob, what it matches."""
     if _GLOB_CHARS.search(path):
-        return re.compile(_glob_regex(path))
-    return re.compile(re.escape(_resolve_root(path).rstrip("/")) + "(?:/.*)?")
+        return re.compile(_glob_regex(path), re.DOTALL)  # a newline is a character of a name
+    return re.compile(re.escape(_resolve_root(path).rstrip("/")) + "(?:/.*)?", re.DOTALL)
 
 
 class _Roots:
@@ -130,7 +130,7 @@ class _Roots:
 class FileRules:
     """The compiled `[filesystem]` section."""
 
-    __slots__ = ("default", "deny", "read", "write", "restricts", "_memo")
+    __slots__ = ("default", "deny", "read", "write", "restricts", "_deny_roots", "_memo")
 
     def __init__(self, section: dict[str, Any], fail: Callable[[str, str], Exception]) -> None:
         self.default: str = section.get("default", "allow")
@@ -144,6 +144,11 @@ class FileRules:
                     raise fail(f"filesystem.{key}[{i}]", f"{entry!r}: {exc}") from None
             compiled[key] = _Roots(entries)
         self.deny, self.read, self.write = compiled["deny"], compiled["read"], compiled["write"]
+        # Denied places (not globs) as paths: moving or deleting a directory above
+        # one would take it out from under its rule.
+        self._deny_roots = tuple((entry, _resolve_root(path).rstrip("/") + "/")
+                                 for entry in section.get("deny", []) for path in expand(entry)
+                                 if not _GLOB_CHARS.search(path))
         self._memo: dict[tuple[str, str], Decision] = {}
         # Whether any file operation could be denied (read on every intercepted call).
         self.restricts = self.default == "deny" or bool(self.deny.entries)
@@ -169,6 +174,13 @@ class FileRules:
         if rule is not None:
             return Decision(DENY, op, path, f"filesystem.deny[{rule}]",
                             f"Access to {path} is blocked by the deny rule {rule!r}.")
+        if op in ("fs.rename", "fs.delete"):
+            inside = path.rstrip("/") + "/"
+            for rule, root in self._deny_roots:
+                if root.startswith(inside):
+                    return Decision(DENY, op, path, f"filesystem.deny[{rule}]",
+                                    f"{path} holds {root.rstrip('/')}, which the deny rule "
+                                    f"{rule!r} protects.")
         rule = self.write.match(path)
         if rule is not None:
             return Decision(ALLOW, op, path, f"filesystem.write[{rule}]",

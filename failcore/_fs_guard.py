@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import builtins
 import errno
+import fcntl
 import io
 import operator
 import os
 import posix
 import re
-from pathlib import PurePath
+import urllib.parse
+import pathlib
 from typing import Any
 
 from . import _guard as core
@@ -30,11 +32,12 @@ _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _AT_FDCWD = -100  # Linux's AT_FDCWD; the audit events say -1 for "no dir_fd"
 _PROC_FD = os.path.isdir("/proc/self/fd")
 # A link under /proc/<pid>/fd that is not a file on disk: pipe:[..], socket:[..].
-_NOT_A_FILE = re.compile(r"/proc/[^/]+/fd/[^/]*:")
+_NOT_A_FILE = re.compile(r"/proc/[^/]+/fd/[^/]*:|/memfd:")
 _OPEN_OPS = {"r": "fs.read", "rb": "fs.read", "rt": "fs.read", "w": "fs.write",
              "wb": "fs.write", "a": "fs.write", "ab": "fs.write"}
 _FD_LINKS = tuple(f"/proc/self/fd/{fd}" for fd in range(256))
 _close = posix.close
+_PATHLIB_CLASSES = (pathlib.PurePosixPath, pathlib.PosixPath)
 _fstat = posix.fstat
 _UNSEEN = object()
 _ALLOW = Action.ALLOW
@@ -179,6 +182,15 @@ def _judge_opened(state: core._Active, op: str, fd: int, opened: Any) -> None:
     core._enforce(state, decision)
 
 
+def _fd_grants(fd: int, op: str) -> bool:
+    """Is `fd` already open for what `op` needs?"""
+    try:
+        access = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+    except OSError:
+        return False
+    return access == os.O_RDWR or access == (os.O_WRONLY if op == "fs.write" else os.O_RDONLY)
+
+
 def _judge_failed_read(state: core._Active, op: str, path: Any, dir_fd: Any = None) -> None:
     """A read that failed (no such file, say) is judged by its path, so a denied
     place answers SecurityError whether or not the file exists."""
@@ -213,8 +225,12 @@ def _guard_open(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         else:
             kwargs["mode"] = mode
     op = _OPEN_OPS.get(mode) or ("fs.write" if any(c in mode for c in "wax+") else "fs.read")
+    if type(file) is int and _fd_grants(file, op):
+        # Wrapping an fd grants nothing os.read/os.write on it do not (stdout
+        # redirected to a log outside the workspace, say).
+        return _call_judged("open", file, wrapped, args, kwargs)
     if op == "fs.write" or type(file) is int or not _PROC_FD:
-        # An fd is judged by what it is; without /proc, reads are judged before only.
+        # Without /proc, reads are judged before only.
         if _enforce(state, _judge(state, op, file)) or type(file) is int or not _PROC_FD:
             return _call_judged("open", file, wrapped, args, kwargs)
     token = _judged.set(("open", None, file))
@@ -232,13 +248,16 @@ def _guard_open(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
 def _guard_os_open(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """os.open(path, flags, mode=0o777, *, dir_fd=None)."""
     state = _active()
-    if state is None or len(args) < 2:
+    if state is None:
         return wrapped(*args, **kwargs)
-    path, flags = _exact(args[0], False), operator.index(args[1])
-    dir_fd = kwargs.get("dir_fd")
+    named = dict(zip(("path", "flags", "mode"), args), **kwargs)
+    if "path" not in named or "flags" not in named:
+        return wrapped(*args, **kwargs)  # os.open's own TypeError
+    path, flags = _exact(named.pop("path"), False), operator.index(named.pop("flags"))
+    dir_fd = named.get("dir_fd")
     if dir_fd is not None:
-        dir_fd = kwargs["dir_fd"] = operator.index(dir_fd)
-    args = (path, flags, *args[2:])
+        dir_fd = named["dir_fd"] = operator.index(dir_fd)
+    args, kwargs = (path, flags), named
     op = "fs.write" if flags & _WRITE_FLAGS else "fs.read"
     if op == "fs.write" or not _PROC_FD:
         if _enforce(state, _judge(state, op, path, dir_fd)) or not _PROC_FD:
@@ -364,8 +383,7 @@ def _event_path(value: Any) -> Any:
     if type(value) is os.DirEntry:
         return value.path
     kind = type(value)
-    if isinstance(value, PurePath) and kind.__fspath__ is PurePath.__fspath__ \
-            and kind.__str__ is PurePath.__str__:
+    if kind in _PATHLIB_CLASSES:  # not a subclass: one of those could answer twice
         return str(value)
     raise _Unpinned(kind.__name__)
 
@@ -439,7 +457,24 @@ def _hook_symlink(state: core._Active, args: tuple) -> None:
     _judge_symlink(state, src, dst, _event_dir_fd(args[2]))
 
 
+def _hook_sqlite(state: core._Active, args: tuple) -> None:
+    """sqlite3.connect(database): a database file is created and written. A
+    `file:` name is judged as the URI's path too (with uri=True it is one)."""
+    database = args[0] if args else None
+    if not state.policy.filesystem.restricts or database in (None, "", ":memory:", b"",
+                                                             b":memory:"):
+        return
+    paths = [(database, None, True)]
+    text = os.fsdecode(database) if isinstance(database, (str, bytes)) else ""
+    if text.startswith("file:"):
+        uri = urllib.parse.urlsplit(text)
+        if uri.path and not uri.path.startswith(":memory:"):
+            paths.append((urllib.parse.unquote(uri.path), None, True))
+    _judge_event(state, "fs.write", tuple(paths))
+
+
 HOOKS = {
+    "sqlite3.connect": _hook_sqlite,
     "open": _hook_open,
     "os.remove": _hook("os.remove", "fs.delete", (0, 1, False)),
     "os.rmdir": _hook("os.rmdir", "fs.delete", (0, 1, False)),
@@ -461,10 +496,6 @@ HOOKS = {
     "shutil.move": _hook("shutil.move", "fs.rename", (0, None, False), (1, None, False)),
     "shutil.copyfile": _hook("shutil.copyfile", "fs.read", (0, None, True), (1, None, True),
                              op2="fs.write"),
-    "shutil.copymode": _hook("shutil.copymode", "fs.read", (0, None, True), (1, None, True),
-                             op2="fs.metadata"),
-    "shutil.copystat": _hook("shutil.copystat", "fs.read", (0, None, True), (1, None, True),
-                             op2="fs.metadata"),
     "shutil.copytree": _hook("shutil.copytree", "fs.read", (0, None, True), (1, None, True),
                              op2="fs.create"),
     "shutil.chown": _hook("shutil.chown", "fs.metadata", (0, None, True)),

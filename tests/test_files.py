@@ -126,3 +126,13 @@ def test_bad_filesystem_rules_are_errors(section, key, fragment):
     with pytest.raises(PolicyError) as info:
         Policy.from_dict({"filesystem": section})
     assert info.value.key == key and fragment in str(info.value)
+
+
+@pytest.mark.parametrize("op, action", [("fs.rename", "deny"), ("fs.delete", "deny"),
+                                        ("fs.write", "allow"), ("fs.list", "allow")])
+def test_moving_or_deleting_a_directory_above_a_denied_place_is_denied(op, action):
+    """Renaming ~/.config would take ~/.config/gcloud out from under its rule."""
+    decision = policy(default="allow", deny=["~/.config/gcloud"]).check_path(op, f"{HOME}/.config")
+    assert decision.action.value == action
+    if action == "deny":
+        assert decision.rule == "filesystem.deny[~/.config/gcloud]"

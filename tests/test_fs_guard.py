@@ -396,12 +396,13 @@ def test_proc_paths_to_the_secret_are_denied(guarded: Tree, template: str) -> No
     lambda fd: open(f"/proc/self/fd/{fd}").read(),
     lambda fd: open(f"/dev/fd/{fd}").read(),
     lambda fd: os.open(f"/proc/self/fd/{fd}", os.O_RDONLY),
-    lambda fd: open(fd).read(),
-    lambda fd: io.open(fd, closefd=False).read(),
-], ids=["proc-fd", "dev-fd", "os.open-proc-fd", "open-int", "io.open-int"])
+    lambda fd: open(fd, "w", closefd=False),
+], ids=["proc-fd", "dev-fd", "os.open-proc-fd", "open-int-for-more-than-it-has"])
 def test_fd_to_the_secret_opened_before_install_cannot_be_read_through(
         tree: Tree, reopen: Callable[[int], Any]) -> None:
-    """An fd to the secret left over from before install is judged by what it is."""
+    """An fd to the secret left over from before install is judged by what it is when
+    reopened, or wrapped for more than it already grants. (Wrapping it for what it
+    grants, `open(fd)`, is allowed: os.read(fd) could read it anyway; README.)"""
     fd = os.open(tree.secret, os.O_RDONLY)
     try:
         tree.install()
@@ -972,3 +973,104 @@ def test_logging_filehandler_writes_in_the_workspace(guarded: Tree) -> None:
         logger.removeHandler(handler)
         handler.close()
     assert (guarded.work / "log.txt").read_text() == "hello from the workspace\n"
+
+
+def test_wrapping_an_fd_already_open_for_writing_outside_is_allowed(tree: Tree) -> None:
+    """`open(sys.stdout.fileno(), "w", closefd=False)` with stdout redirected to a log
+    outside the workspace keeps working: the fd already grants the write."""
+    guarded = tree
+    fd = os.open(guarded.outside / "agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    guarded.install()
+    try:
+        with open(fd, "w", closefd=False) as out:
+            out.write("logged\n")
+    finally:
+        os.close(fd)
+    failcore.uninstall()
+    assert (guarded.outside / "agent.log").read_text() == "logged\n"
+
+
+# -- regressions from the security review --------------------------------------------
+
+
+def test_a_newline_in_a_name_does_not_slip_past_the_rules(tree: Tree) -> None:
+    """Rules match a name with a newline in it like any other name."""
+    project = tree.work / "pr\noj"
+    project.mkdir()
+    (project / ".env").write_text(CANARY)
+    tree.install()
+    with pytest.raises(SecurityError) as info:
+        open(project / ".env").read()
+    assert info.value.decision.rule == "filesystem.deny[**/.env]"
+    (project / "notes.txt").write_text("fine")  # and the workspace rule still covers it
+    assert (project / "notes.txt").read_text() == "fine"
+
+
+def test_os_open_with_keyword_arguments_is_judged_by_the_patch(guarded: Tree) -> None:
+    """os.open(path=..., flags=...) works in the workspace and is denied outside."""
+    os.close(os.open(path="ok.txt", flags=os.O_CREAT | os.O_WRONLY))
+    assert (guarded.work / "ok.txt").exists()
+    with pytest.raises(SecurityError):
+        os.open(path=str(guarded.victim), flags=os.O_WRONLY | os.O_TRUNC)
+    assert guarded.victim.read_text() == VICTIM
+
+
+@pytest.mark.skipif(not hasattr(os, "memfd_create"), reason="no memfd_create")
+def test_a_memfd_reopened_through_proc_is_not_a_file_on_disk(guarded: Tree) -> None:
+    fd = os.memfd_create("scratch")
+    try:
+        with open(f"/proc/self/fd/{fd}", "r+b") as f:
+            f.write(b"x")
+    finally:
+        os.close(fd)
+
+
+def test_a_pathlib_subclass_cannot_answer_the_backstop_and_the_c_code_differently(
+        guarded: Tree) -> None:
+    """On the audit-hook path only pathlib's own classes are trusted to name a file."""
+    victim, harmless = str(guarded.victim), str(guarded.work / "ok")
+
+    class Liar(type(Path())):  # type: ignore[misc]
+        calls = 0
+
+        def __fspath__(self) -> str:
+            Liar.calls += 1
+            return harmless if Liar.calls == 1 else victim
+
+    with pytest.raises(SecurityError) as info:
+        io.FileIO(Liar("x"), "w").write(b"lie")
+    assert info.value.decision.rule == "guard.unpinned"
+    assert guarded.changes() == {}
+
+
+def test_copytree_keeping_symlinks_that_point_outside_works(tree: Tree) -> None:
+    """shutil.copytree(symlinks=True) copies a link to an outside file as a link."""
+    source = tree.work / "src"
+    source.mkdir()
+    (source / "link").symlink_to(tree.victim)
+    tree.install()
+    shutil.copytree(source, tree.work / "dst", symlinks=True)
+    assert os.readlink(tree.work / "dst" / "link") == str(tree.victim)
+    assert tree.changes() == {}
+
+
+def test_sqlite_cannot_create_a_database_outside(guarded: Tree) -> None:
+    import sqlite3
+
+    sqlite3.connect("inside.db").close()
+    assert (guarded.work / "inside.db").exists()
+    for database, uri in ((str(guarded.outside / "a.db"), False),
+                          (f"file:{guarded.outside / 'b.db'}?mode=rwc", True)):
+        with pytest.raises(SecurityError):
+            sqlite3.connect(database, uri=uri)
+    assert guarded.changes() == {}
+
+
+def test_renaming_a_directory_above_a_secret_is_denied(guarded: Tree) -> None:
+    """Moving ~/.ssh's parent would take the key out from under its rule."""
+    policy = guarded.policy(str(guarded.home))
+    failcore.install(policy)
+    with pytest.raises(SecurityError) as info:
+        os.rename(guarded.home, guarded.work / "moved")
+    assert info.value.decision.rule == guarded.ssh_rule
+    assert guarded.changes() == {}
