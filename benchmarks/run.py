@@ -304,6 +304,18 @@ def _connect_block(server: socket.socket) -> Block:
     return block
 
 
+def _repeat_block(call: Callable[[], Any]) -> Block:
+    """`call()`, `n` times."""
+
+    def block(n: int) -> int:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            call()
+        return time.perf_counter_ns() - start
+
+    return block
+
+
 # -- the benchmarks ----------------------------------------------------------------
 
 # A benchmark returns its row (or, when one measurement feeds several, its rows).
@@ -391,12 +403,7 @@ def bench_decision_cold(cfg: Config) -> Row:
 
 @benchmark("getaddrinfo")
 def bench_getaddrinfo(cfg: Config) -> Row:
-    def block(n: int) -> int:
-        start = time.perf_counter_ns()
-        for _ in range(n):
-            socket.getaddrinfo("localhost", 80)
-        return time.perf_counter_ns() - start
-
+    block = _repeat_block(lambda: socket.getaddrinfo("localhost", 80))
     unguarded, guarded, n = compare(cfg, block, RESOLVE_POLICY)
     return Row("getaddrinfo localhost", 'socket.getaddrinfo("localhost", 80) (hosts file)',
                guarded, unguarded, None, n,
@@ -405,25 +412,10 @@ def bench_getaddrinfo(cfg: Config) -> Row:
 
 @benchmark("subprocess")
 def bench_subprocess(cfg: Config) -> Row:
-    def block(n: int) -> int:
-        start = time.perf_counter_ns()
-        for _ in range(n):
-            subprocess.run(["true"])
-        return time.perf_counter_ns() - start
-
+    block = _repeat_block(lambda: subprocess.run(["true"]))
     unguarded, guarded, n = compare(cfg, block, failcore.presets.proc_safe())
     return Row('subprocess.run(["true"])', "under proc_safe: PATH lookup, realpath, rules",
                guarded, unguarded, Budget.ratio(1.05), n)
-
-
-def _file_block(call: Callable[[], Any]) -> Block:
-    def block(n: int) -> int:
-        start = time.perf_counter_ns()
-        for _ in range(n):
-            call()
-        return time.perf_counter_ns() - start
-
-    return block
 
 
 @benchmark("open")
@@ -436,7 +428,7 @@ def bench_open(cfg: Config) -> list[Row]:
         policy = failcore.presets.fs_safe(root=root)
         rows = []
         for mode, what in (("r", "read"), ("a", "append")):
-            unguarded, guarded, n = compare(cfg, _file_block(lambda: open(path, mode).close()),
+            unguarded, guarded, n = compare(cfg, _repeat_block(lambda: open(path, mode).close()),
                                             policy)
             rows.append(Row(f'open(path, "{mode}").close()',
                             f"under fs_safe: {what}, the opened file judged via /proc/self/fd",
@@ -449,7 +441,7 @@ def bench_stat(cfg: Config) -> Row:
     with tempfile.TemporaryDirectory() as root:
         path = os.path.join(root, "data.txt")
         open(path, "w").close()
-        unguarded, guarded, n = compare(cfg, _file_block(lambda: os.stat(path)),
+        unguarded, guarded, n = compare(cfg, _repeat_block(lambda: os.stat(path)),
                                         failcore.presets.fs_safe(root=root))
     return Row("os.stat(path)", "under fs_safe: not intercepted (no patch, no audit event)",
                guarded, unguarded, Budget.ratio(1.05), n,

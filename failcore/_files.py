@@ -135,20 +135,22 @@ class FileRules:
     def __init__(self, section: dict[str, Any], fail: Callable[[str, str], Exception]) -> None:
         self.default: str = section.get("default", "allow")
         compiled = {}
+        # Denied places (not globs) as paths: moving or deleting a directory above
+        # one would take it out from under its rule.
+        deny_roots = []
         for key in ("deny", "read", "write"):
             entries = []
             for i, entry in enumerate(section.get(key, [])):
                 try:
-                    entries += [(entry, _pattern(path)) for path in expand(entry)]
+                    for path in expand(entry):
+                        entries.append((entry, _pattern(path)))
+                        if key == "deny" and not _GLOB_CHARS.search(path):
+                            deny_roots.append((entry, _resolve_root(path).rstrip("/") + "/"))
                 except (ValueError, re.error) as exc:
                     raise fail(f"filesystem.{key}[{i}]", f"{entry!r}: {exc}") from None
             compiled[key] = _Roots(entries)
         self.deny, self.read, self.write = compiled["deny"], compiled["read"], compiled["write"]
-        # Denied places (not globs) as paths: moving or deleting a directory above
-        # one would take it out from under its rule.
-        self._deny_roots = tuple((entry, _resolve_root(path).rstrip("/") + "/")
-                                 for entry in section.get("deny", []) for path in expand(entry)
-                                 if not _GLOB_CHARS.search(path))
+        self._deny_roots = tuple(deny_roots)
         self._memo: dict[tuple[str, str], Decision] = {}
         # Whether any file operation could be denied (read on every intercepted call).
         self.restricts = self.default == "deny" or bool(self.deny.entries)

@@ -20,9 +20,9 @@ import io
 import operator
 import os
 import posix
+import pathlib
 import re
 import urllib.parse
-import pathlib
 from typing import Any
 
 from . import _guard as core
@@ -31,18 +31,17 @@ from ._types import Action, Decision, Mode
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _AT_FDCWD = -100  # Linux's AT_FDCWD; the audit events say -1 for "no dir_fd"
 _PROC_FD = os.path.isdir("/proc/self/fd")
-# A link under /proc/<pid>/fd that is not a file on disk: pipe:[..], socket:[..].
+# Not a file on disk: a /proc/<pid>/fd link to pipe:[..] or socket:[..], a memfd.
 _NOT_A_FILE = re.compile(r"/proc/[^/]+/fd/[^/]*:|/memfd:")
 _OPEN_OPS = {"r": "fs.read", "rb": "fs.read", "rt": "fs.read", "w": "fs.write",
              "wb": "fs.write", "a": "fs.write", "ab": "fs.write"}
-_FD_LINKS = tuple(f"/proc/self/fd/{fd}" for fd in range(256))
 _close = posix.close
 _PATHLIB_CLASSES = (pathlib.PurePosixPath, pathlib.PosixPath)
 _fstat = posix.fstat
 _UNSEEN = object()
 _ALLOW = Action.ALLOW
-_judged = core._judged
 _readlink = posix.readlink
+_judged = core._judged
 
 
 class _Unpinned(Exception):
@@ -81,7 +80,7 @@ def _fd_target(fd: int) -> str | None:
         target = _readlink(f"/proc/self/fd/{fd}")
     except FileNotFoundError:
         raise OSError(errno.EBADF, os.strerror(errno.EBADF)) from None
-    if not target.startswith("/") or target.startswith("/memfd:"):
+    if not target.startswith("/") or _NOT_A_FILE.match(target):
         return None
     return target.removesuffix(" (deleted)")
 
@@ -137,18 +136,6 @@ def _active() -> core._Active | None:
     return state
 
 
-def _call_judged(event: str | None, subject: Any, wrapped: Any, args: Any,
-                 kwargs: dict) -> Any:
-    """Run the original with its audit event marked as judged (once)."""
-    if event is None:
-        return wrapped(*args, **kwargs)
-    token = core._judged.set((event, None, subject))
-    try:
-        return wrapped(*args, **kwargs)
-    finally:
-        core._judged.reset(token)
-
-
 def _judge_opened(state: core._Active, op: str, fd: int, opened: Any) -> None:
     """Judge what an open really opened; a denied file is closed unused.
 
@@ -164,12 +151,8 @@ def _judge_opened(state: core._Active, op: str, fd: int, opened: Any) -> None:
         # A file with several names is judged by the name it was opened by.
         decision = state.opened.get(key, _UNSEEN) if st.st_nlink == 1 else _UNSEEN
         if decision is _UNSEEN:
-            target = _readlink(_FD_LINKS[fd] if fd < 256 else f"/proc/self/fd/{fd}")
-            decision = None
-            if target.startswith("/") and not target.startswith("/memfd:"):
-                if target.endswith(" (deleted)"):
-                    target = target[:-10]
-                decision = state.policy.filesystem.check(op, target)
+            target = _fd_target(fd)
+            decision = None if target is None else state.policy.filesystem.check(op, target)
             if len(state.opened) > 4096:
                 state.opened.clear()
             state.opened[key] = decision
@@ -225,22 +208,20 @@ def _guard_open(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         else:
             kwargs["mode"] = mode
     op = _OPEN_OPS.get(mode) or ("fs.write" if any(c in mode for c in "wax+") else "fs.read")
-    if type(file) is int and _fd_grants(file, op):
-        # Wrapping an fd grants nothing os.read/os.write on it do not (stdout
-        # redirected to a log outside the workspace, say).
-        return _call_judged("open", file, wrapped, args, kwargs)
-    if op == "fs.write" or type(file) is int or not _PROC_FD:
-        # Without /proc, reads are judged before only.
-        if _enforce(state, _judge(state, op, file)) or type(file) is int or not _PROC_FD:
-            return _call_judged("open", file, wrapped, args, kwargs)
-    token = _judged.set(("open", None, file))
+    if type(file) is int:
+        # Wrapping an fd for what it already allows grants nothing os.read and
+        # os.write on it do not (stdout redirected to a log outside, say).
+        if not _fd_grants(file, op):
+            _enforce(state, _judge(state, op, file))
+        return core._call_judged("open", file, wrapped, args, kwargs)
+    if op == "fs.write" or not _PROC_FD:  # without /proc, reads are judged before only
+        if _enforce(state, _judge(state, op, file)) or not _PROC_FD:
+            return core._call_judged("open", file, wrapped, args, kwargs)
     try:
-        opened = wrapped(*args, **kwargs)
+        opened = core._call_judged("open", file, wrapped, args, kwargs)
     except OSError:
         _judge_failed_read(state, op, file)
         raise
-    finally:
-        _judged.reset(token)
     _judge_opened(state, op, opened.fileno(), opened)
     return opened
 
@@ -261,9 +242,9 @@ def _guard_os_open(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     op = "fs.write" if flags & _WRITE_FLAGS else "fs.read"
     if op == "fs.write" or not _PROC_FD:
         if _enforce(state, _judge(state, op, path, dir_fd)) or not _PROC_FD:
-            return _call_judged("open", path, wrapped, args, kwargs)
+            return core._call_judged("open", path, wrapped, args, kwargs)
     try:
-        fd = _call_judged("open", path, wrapped, args, kwargs)
+        fd = core._call_judged("open", path, wrapped, args, kwargs)
     except OSError:
         _judge_failed_read(state, op, path, dir_fd)
         raise
@@ -327,7 +308,9 @@ def _guard_paths(event: str | None, allow_fd: bool,
                 subject = path
             _enforce(state, _judge(state, op, path, dir_fd,
                                    follow_symlinks if follow is None else follow))
-        return _call_judged(event, subject, wrapped, args, kwargs)
+        if event is None:  # mkfifo, mknod: no audit event to mark
+            return wrapped(*args, **kwargs)
+        return core._call_judged(event, subject, wrapped, args, kwargs)
 
     return guard
 
@@ -343,7 +326,7 @@ def _guard_symlink(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     if dir_fd is not None:
         dir_fd = kwargs["dir_fd"] = operator.index(dir_fd)
     _judge_symlink(state, src, dst, dir_fd)
-    return _call_judged("os.symlink", src, wrapped, (src, dst, *args[2:]), kwargs)
+    return core._call_judged("os.symlink", src, wrapped, (src, dst, *args[2:]), kwargs)
 
 
 def _judge_symlink(state: core._Active, src: Any, dst: Any, dir_fd: Any) -> None:
@@ -395,7 +378,7 @@ def _event_dir_fd(value: Any) -> int | None:
 def _hook_open(state: core._Active, args: tuple) -> None:
     """open(path, mode, flags): `_io.open`, `io.FileIO`, `os.open`, `io.open_code`."""
     path, flags = args[0], args[2]
-    token = _judged.get()  # core._is_judged, inlined: this runs on every open
+    token = _judged.get()  # core._is_judged inlined: every guarded open passes here
     if token is not None and token[0] == "open" and token[2] is path:
         _judged.set(None)
         return

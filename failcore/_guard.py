@@ -106,13 +106,20 @@ def _names_for(ip: tuple[int, int]) -> tuple[str, ...]:
     return _resolved.get(ip, ())
 
 
-def _resolve(host: str, *args: Any) -> list:
-    """failcore's own lookup: the C resolver, its audit event skipped exactly once."""
-    token = _judged.set(("socket.getaddrinfo", None, host))
+def _call_judged(event: str, subject: Any, wrapped: Any, args: Any,
+                 kwargs: Any = None) -> Any:
+    """Run `wrapped(*args, **kwargs)` with its audit event `event` naming `subject`
+    marked as the one a patch judged (the hook skips it, once)."""
+    token = _judged.set((event, None, subject))
     try:
-        return _socket.getaddrinfo(host, *args)
+        return wrapped(*args, **(kwargs or {}))
     finally:
         _judged.reset(token)
+
+
+def _resolve(host: str, *args: Any) -> list:
+    """failcore's own lookup: the C resolver, its audit event skipped exactly once."""
+    return _call_judged("socket.getaddrinfo", host, _socket.getaddrinfo, (host, *args))
 
 
 # -- verdicts ----------------------------------------------------------------
@@ -314,11 +321,8 @@ def _pin_unix(policy: Policy, path: str | bytes, op: str) -> tuple[Decision, Any
     path are the caller's, as connect would raise them. Returns the pin
     `(fd, st_dev, st_ino)`, checked again after the call.
     """
-    token = _judged.set(("open", None, path))  # a socket, judged by the network rules
-    try:
-        fd = _originals.os_open(path, os.O_PATH | os.O_CLOEXEC)
-    finally:
-        _judged.reset(token)
+    # A socket, judged by the network rules, not as a file.
+    fd = _call_judged("open", path, _originals.os_open, (path, os.O_PATH | os.O_CLOEXEC))
     pinned = f"/proc/self/fd/{fd}"
     try:
         real = os.readlink(pinned)
@@ -553,14 +557,6 @@ def _resolver(judge_and_call: Callable[..., Any]) -> Callable[..., Any]:
     return guard
 
 
-def _call_judged(event: str, wrapped: Any, host: Any, *args: Any) -> Any:
-    token = _judged.set((event, None, host))
-    try:
-        return wrapped(host, *args)
-    finally:
-        _judged.reset(token)
-
-
 @_resolver
 def _getaddrinfo(state: _Active, wrapped: Any, host: Any, port: Any, family: Any = 0,
                 type: Any = 0, proto: Any = 0, flags: Any = 0) -> Any:
@@ -568,7 +564,8 @@ def _getaddrinfo(state: _Active, wrapped: Any, host: Any, port: Any, family: Any
     port = _exact_port(port)
     family, type, proto, flags = map(operator.index, (family, type, proto, flags))
     name = _judge_name(state, host)
-    records = _call_judged("socket.getaddrinfo", wrapped, host, port, family, type, proto, flags)
+    records = _call_judged("socket.getaddrinfo", host, wrapped,
+                           (host, port, family, type, proto, flags))
     if host is None or flags & socket.AI_PASSIVE:  # addresses to listen on reach nobody
         return records
     return _filter_records(state, name, records, port not in (None, 0, "0", b"0"),
@@ -580,10 +577,10 @@ def _gethostbyname(state: _Active, wrapped: Any, host: Any) -> Any:
     host = _exact_host(host)
     name = _judge_name(state, host)
     if name is None:
-        return _call_judged("socket.gethostbyname", wrapped, host)
+        return _call_judged("socket.gethostbyname", host, wrapped, (host,))
     # The C call returns a name's first record only; take them all, so a
     # name with a denied and an allowed record gives the allowed one.
-    records = _call_judged("socket.gethostbyname", _originals.gethostbyname_ex, host)[2]
+    records = _call_judged("socket.gethostbyname", host, _originals.gethostbyname_ex, (host,))[2]
     return _filter_records(state, name, records, False, lambda ip: (ip, 0), False)[0]
 
 
@@ -591,7 +588,7 @@ def _gethostbyname(state: _Active, wrapped: Any, host: Any) -> Any:
 def _gethostbyname_ex(state: _Active, wrapped: Any, host: Any) -> Any:
     host = _exact_host(host)
     name = _judge_name(state, host)
-    hostname, aliases, ips = _call_judged("socket.gethostbyname", wrapped, host)
+    hostname, aliases, ips = _call_judged("socket.gethostbyname", host, wrapped, (host,))
     return hostname, aliases, _filter_records(state, name, ips, False, lambda ip: (ip, 0), False)
 
 
@@ -600,7 +597,7 @@ def _gethostbyaddr(state: _Active, wrapped: Any, host: Any) -> Any:
     """A name given here is looked up forwards first: judge it like any lookup."""
     host = _exact_host(host)
     _judge_name(state, host)
-    return _call_judged("socket.gethostbyaddr", wrapped, host)
+    return _call_judged("socket.gethostbyaddr", host, wrapped, (host,))
 
 
 # -- the audit-hook backstop -------------------------------------------------

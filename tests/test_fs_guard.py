@@ -978,16 +978,15 @@ def test_logging_filehandler_writes_in_the_workspace(guarded: Tree) -> None:
 def test_wrapping_an_fd_already_open_for_writing_outside_is_allowed(tree: Tree) -> None:
     """`open(sys.stdout.fileno(), "w", closefd=False)` with stdout redirected to a log
     outside the workspace keeps working: the fd already grants the write."""
-    guarded = tree
-    fd = os.open(guarded.outside / "agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-    guarded.install()
+    fd = os.open(tree.outside / "agent.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    tree.install()
     try:
         with open(fd, "w", closefd=False) as out:
             out.write("logged\n")
     finally:
         os.close(fd)
     failcore.uninstall()
-    assert (guarded.outside / "agent.log").read_text() == "logged\n"
+    assert (tree.outside / "agent.log").read_text() == "logged\n"
 
 
 # -- regressions from the security review --------------------------------------------
