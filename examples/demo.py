@@ -170,7 +170,7 @@ def main() -> int:
     ok &= not internal.requests
     ok &= not os.path.exists(os.path.join(home, ".bashrc"))
     shutil.rmtree(root)
-    print("\nResult:", "every attack blocked, the real request served." if ok
+    print("\nResult:", "every attack blocked, the real work done." if ok
           else "SOMETHING WENT WRONG (see above).")
     return 0 if ok else 1
 
