@@ -44,7 +44,7 @@ _CONNECTING = ("net.connect", "net.send")
 class _Active:
     """What is in force: read once per intercepted call, replaced whole."""
 
-    __slots__ = ("policy", "mode", "decided", "opened")
+    __slots__ = ("policy", "mode", "decided", "opened", "child_env")
 
     def __init__(self, policy: Policy, mode: Mode) -> None:
         self.policy, self.mode = policy, mode
@@ -54,6 +54,8 @@ class _Active:
         # (op, st_dev, st_ino, st_ctime_ns) of an opened file -> its decision
         # (None: not a file on disk); see _fs_guard._judge_opened.
         self.opened: dict[tuple, Decision | None] = {}
+        # FAILCORE_* for children, made on the first launch (see _children).
+        self.child_env: dict[str, str] | None = None
 
 
 # Per thread, asyncio task and greenlet alike (contextvars follow all three).
@@ -773,23 +775,34 @@ def _parse_mode(value: Mode | str) -> Mode:
         raise PolicyError(f"mode: got {value!r}, expected one of enforce, audit, off") from None
 
 
+def _disabled() -> bool:
+    """FAILCORE_DISABLE: 1 switches failcore off; unset, empty or 0 do not."""
+    value = os.environ.get("FAILCORE_DISABLE", "")
+    if value not in ("", "0", "1"):
+        raise PolicyError(f"FAILCORE_DISABLE: got {value!r}, expected 1 (off) or 0",
+                          key="FAILCORE_DISABLE")
+    return value == "1"
+
+
 def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
             mode: Mode | str | None = None, trace: Any = None) -> Policy:
     """Guard this process with `policy`; return the compiled policy.
 
-    `policy` is a `Policy`, a preset name, a TOML path or a mapping; `None`
-    means `$FAILCORE_POLICY`, else the `agent_safe` preset. `mode` is
-    `enforce` (default, or `$FAILCORE_MODE`), `audit` or `off`. Calling it
-    again swaps the policy atomically. `FAILCORE_DISABLE=1` turns it off.
+    `policy` is a `Policy`, a preset name, a TOML path, a mapping or inline
+    JSON; `None` means `$FAILCORE_POLICY`, else the `agent_safe` preset.
+    `mode` is `enforce` (default, or `$FAILCORE_MODE`), `audit` or `off`.
+    Calling it again swaps the policy atomically. `FAILCORE_DISABLE=1` turns
+    it off. Child processes come up guarded by the same policy and mode.
     """
     global _state, _hook_added
-    if trace is not None:
-        raise NotImplementedError("failcore: the trace is not available in this version")
+    if trace is not None or os.environ.get("FAILCORE_TRACE"):
+        raise PolicyError("FAILCORE_TRACE / trace=: the trace is not available in this "
+                          "version", key="trace")
     if policy is None:
         policy = os.environ.get("FAILCORE_POLICY") or "agent_safe"
     compiled = Policy.load(policy)
     chosen = _parse_mode(mode or os.environ.get("FAILCORE_MODE") or Mode.ENFORCE)
-    if os.environ.get("FAILCORE_DISABLE") == "1":
+    if _disabled():
         chosen = Mode.OFF
     with _lock:
         if chosen is Mode.OFF:
@@ -797,6 +810,7 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
             return compiled
         if not _hook_added:
             sys.addaudithook(_audit)
+            os.register_at_fork(after_in_child=_after_fork)
             _hook_added = True
         _patch()
         from . import _fs_guard, _proc_guard
@@ -813,6 +827,13 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
     return compiled
 
 
+def _after_fork() -> None:
+    """A forked child is guarded as its parent was; only a lock another thread
+    held at the fork must not stay held forever."""
+    global _lock
+    _lock = threading.RLock()
+
+
 def _deactivate() -> None:
     global _state
     _state = None
@@ -821,6 +842,9 @@ def _deactivate() -> None:
         sys.meta_path.remove(_SubinterpreterBlocker)
     _unpatch()
     _resolved.clear()
+    from . import _children
+
+    _children.restore_environ()
 
 
 def uninstall() -> None:

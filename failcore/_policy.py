@@ -382,7 +382,8 @@ class Policy:
 
     @classmethod
     def load(cls, spec: Policy | Mapping[str, Any] | str | os.PathLike[str]) -> Policy:
-        """A `Policy`, a preset name, a path to a TOML file, or a mapping."""
+        """A `Policy`, a preset name, a path to a TOML file, a mapping, or a
+        string holding one JSON object in the policy format (inline)."""
         if isinstance(spec, Policy):
             return spec
         if isinstance(spec, Mapping):
@@ -390,6 +391,8 @@ class Policy:
         if isinstance(spec, (str, os.PathLike)):
             from .presets import PRESET_NAMES, by_name
             text = os.fspath(spec)
+            if isinstance(spec, str) and text.lstrip().startswith("{"):
+                return cls._from_json(text)
             if text in PRESET_NAMES:
                 return by_name(text)
             if os.path.exists(text) or text.endswith(".toml"):
@@ -398,6 +401,17 @@ class Policy:
                               f"and no such policy file", source=text)
         raise PolicyError(f"cannot make a policy from {type(spec).__name__}; expected a "
                           f"Policy, a preset name, a TOML path or a mapping")
+
+    @classmethod
+    def _from_json(cls, text: str) -> Policy:
+        """An inline policy: the TOML format written as one JSON object (how a
+        child receives its parent's policy in `FAILCORE_POLICY`)."""
+        source = "inline JSON policy"
+        try:
+            data = json.loads(text)
+        except ValueError as exc:
+            raise PolicyError(f"{source}: not valid JSON: {exc}", source=source) from None
+        return cls(data, source=source)
 
     # -- network decisions -----------------------------------------------
 

@@ -14,9 +14,10 @@ import subprocess
 from contextvars import ContextVar
 from typing import Any
 
+from . import _children
 from . import _guard as core
 from ._processes import locate
-from ._types import Decision
+from ._types import Action, Decision
 
 # Where a bare name was found on a PATH: checked again (one access call) before
 # each use, so a launch costs no PATH walk; the child runs the file judged.
@@ -86,10 +87,35 @@ def _is_popen_judged(program: str, argv: list[str]) -> bool:
 
 
 def _active() -> core._Active | None:
+    """The state in force when launches must be judged (not only carry the guard)."""
     state = core._state
     if state is None or not state.policy.process.restricts:
         return None
     return state
+
+
+def _child_variables(state: core._Active) -> dict[str, str]:
+    """The environment that brings the guard to a child (made on the first launch)."""
+    ours = state.child_env
+    if ours is None:
+        ours = state.child_env = _children.variables(state.policy, state.mode)
+    return ours
+
+
+def _with_guard(args: tuple, kwargs: dict, index: int) -> tuple[tuple, dict]:
+    """`args`/`kwargs` with the child's environment (argument `index`, or `env=`)
+    made to carry the guard."""
+    state = core._state
+    if state is None:
+        return args, kwargs
+    ours = _child_variables(state)
+    if "env" in kwargs:
+        kwargs = {**kwargs, "env": _children.guarded_env(kwargs["env"], ours)}
+    elif len(args) > index:
+        args = (*args[:index], _children.guarded_env(args[index], ours), *args[index + 1:])
+    else:
+        _children.guarded_env(None, ours)
+    return args, kwargs
 
 
 # -- patches -------------------------------------------------------------------
@@ -98,6 +124,7 @@ def _active() -> core._Active | None:
 def _guard_execute_child(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """Popen._execute_child(args, executable, preexec_fn, close_fds, pass_fds, cwd,
     env, startupinfo, creationflags, shell, ...): the same first ten on 3.10-3.13."""
+    args, kwargs = _with_guard(args, kwargs, 6)
     state = _active()
     if state is None or len(args) < 10:
         return wrapped(*args, **kwargs)
@@ -129,6 +156,7 @@ def _guard_execute_child(wrapped: Any, instance: Any, args: tuple, kwargs: dict)
 
 
 def _guard_system(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    _with_guard((), {}, 0)
     state = _active()
     if state is not None and len(args) == 1:
         core._enforce(state, _judge(state, [_text(args[0])], shell=True))
@@ -137,6 +165,7 @@ def _guard_system(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any
 
 def _guard_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """os.execv(path, argv) and os.execve(path, argv, env); every exec* ends here."""
+    args, kwargs = _with_guard(args, kwargs, 2)
     state = _active()
     if state is not None and len(args) >= 2:
         argv = _argv(args[1])
@@ -146,6 +175,7 @@ def _guard_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
 
 def _guard_posix_spawn(search: bool):
     def guard(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+        args, kwargs = _with_guard(args, kwargs, 2)
         state = _active()
         if state is not None and len(args) >= 2:
             argv = _argv(args[1])
@@ -197,6 +227,7 @@ def _guard_fork_then_exec(argv_of):
 def _guard_fork_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """_posixsubprocess.fork_exec(args, executable_list, close_fds, pass_fds, cwd, ...):
     every candidate path it may exec is judged."""
+    args, kwargs = _with_guard(args, kwargs, 5)
     state = _active()
     if state is not None and len(args) >= 5:
         argv = _argv(args[0] or [])
@@ -283,9 +314,28 @@ def _exec_event(args: tuple) -> tuple[list[list[str]], bool, Any]:
     return candidates, False, None
 
 
+def _carrying(env_at: int | None, check):
+    """`check`, then make sure the launch brings the guard to the child: with no
+    environment of its own, this process's gets the variables again; an env
+    without them (a reference captured before install()) is denied."""
+
+    def hook(state: core._Active, args: tuple) -> None:
+        check(state, args)
+        env = args[env_at] if env_at is not None and len(args) > env_at else None
+        if not _children.carries(env, _child_variables(state)):
+            target = _text(args[0]) if args else "(unknown)"
+            core._enforce(state, Decision(
+                Action.DENY, "proc.exec", target, "guard.child-unguarded",
+                "The child's environment does not carry the failcore guard, and failcore "
+                "cannot add it on this path (a reference captured before install()), "
+                "so the launch was blocked."))
+
+    return hook
+
+
 HOOKS = {
-    "subprocess.Popen": _hook(_popen_event),
-    "os.system": _hook(lambda args: ([[_text(args[0])]], True, None)),
-    "os.exec": _hook(_exec_event),
-    "os.posix_spawn": _hook(_exec_event),
+    "subprocess.Popen": _carrying(3, _hook(_popen_event)),
+    "os.system": _carrying(None, _hook(lambda args: ([[_text(args[0])]], True, None))),
+    "os.exec": _carrying(2, _hook(_exec_event)),
+    "os.posix_spawn": _carrying(2, _hook(_exec_event)),
 }
