@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 import re
-import socket
+import _socket as socket  # the C module: `socket` costs milliseconds at start-up
 from functools import lru_cache
 
 V4 = 4

@@ -10,7 +10,6 @@ The caller's `env=` is kept, except that it cannot switch the guard off.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping
 
@@ -40,6 +39,8 @@ def portable_config(policy: Policy) -> dict:
 
 def variables(policy: Policy, mode: Mode) -> dict[str, str]:
     """The environment a child needs to run under `policy` in `mode`."""
+    import json  # here, not at start-up: only a launch needs it
+
     text = json.dumps(portable_config(policy), sort_keys=True, separators=(",", ":"))
     return {POLICY: text, MODE: mode.value}
 

@@ -6,6 +6,7 @@ Exit codes: the script's own for `run`; 0 ok; 1 a denied operation
 
 from __future__ import annotations
 
+import _socket
 import argparse
 import json
 import os
@@ -13,7 +14,6 @@ import sys
 from typing import Any
 
 from . import _addresses as addr
-from . import _originals
 from ._errors import PolicyError
 from ._policy import Policy
 from ._processes import locate
@@ -227,7 +227,7 @@ def explain_connect(policy: Policy, host: str, port: int | None) -> tuple[list[D
         return [resolve], ""
     name = addr.normalise_hostname(host)
     try:
-        infos = _originals.getaddrinfo(host, port, type=1)  # SOCK_STREAM: one row per address
+        infos = _socket.getaddrinfo(host, port, 0, 1)  # SOCK_STREAM: one row per address
     except OSError as exc:
         return [resolve], f"{name} does not resolve here ({exc}), so nothing can connect to it."
     decisions = [resolve]

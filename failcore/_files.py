@@ -9,11 +9,12 @@ from __future__ import annotations
 import os
 import re
 import sys
-import sysconfig
-import tempfile
-from typing import Any, Callable
 
 from ._types import Action, Decision
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at interpreter start-up
+    from typing import Any, Callable
 
 ALLOW, DENY = Action.ALLOW, Action.DENY
 
@@ -30,24 +31,38 @@ _GLOB_CHARS = re.compile(r"[*?\[]")
 
 
 def _python_roots() -> list[str]:
-    """The interpreter's own files: stdlib, site-packages, the prefixes, where
+    """The interpreter's own files: the prefixes (stdlib and site-packages are
+    under them in every usual layout), the stdlib, the site directories, where
     imports come from (`sys.path`) and failcore itself (an editable install
     imports from its checkout without a `sys.path` entry)."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        try:
-            paths.add(sysconfig.get_paths()[key])
-        except KeyError:
-            pass
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+             os.path.dirname(os.__file__), os.path.dirname(os.path.abspath(__file__))}
+    site = sys.modules.get("site")  # not there under -S
+    if site is not None and hasattr(site, "getsitepackages"):
+        paths.update(site.getsitepackages())
     paths.update(p for p in sys.path if os.path.isabs(p) and p != "/")
-    paths.add(os.path.dirname(os.path.abspath(__file__)))
     return sorted(paths)
+
+
+def _temp_dir() -> str:
+    """`tempfile.gettempdir()`, without importing tempfile at start-up (it costs
+    milliseconds): the first writable directory of $TMPDIR, $TEMP, $TMP, /tmp,
+    /var/tmp, /usr/tmp and the working directory, as tempfile looks."""
+    tempfile = sys.modules.get("tempfile")
+    if tempfile is not None:
+        return tempfile.gettempdir()
+    candidates = [os.environ.get(name) for name in ("TMPDIR", "TEMP", "TMP")]
+    candidates += ["/tmp", "/var/tmp", "/usr/tmp", os.getcwd()]
+    for directory in candidates:
+        if directory and os.path.isdir(directory) and os.access(directory, os.W_OK | os.X_OK):
+            return os.path.abspath(directory)
+    return os.getcwd()
 
 
 def placeholders() -> dict[str, Callable[[], list[str]]]:
     return {
         "{cwd}": lambda: [os.getcwd()],
-        "{tmp}": lambda: [tempfile.gettempdir()],
+        "{tmp}": lambda: [_temp_dir()],
         "{home}": lambda: [os.path.expanduser("~")],
         "{python}": _python_roots,
     }

@@ -20,13 +20,15 @@ import io
 import operator
 import os
 import posix
-import pathlib
 import re
-import urllib.parse
-from typing import Any
+import sys
 
 from . import _guard as core
 from ._types import Action, Decision, Mode
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at interpreter start-up
+    from typing import Any
 
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
 _AT_FDCWD = -100  # Linux's AT_FDCWD; the audit events say -1 for "no dir_fd"
@@ -36,7 +38,6 @@ _NOT_A_FILE = re.compile(r"/proc/[^/]+/fd/[^/]*:|/memfd:")
 _OPEN_OPS = {"r": "fs.read", "rb": "fs.read", "rt": "fs.read", "w": "fs.write",
              "wb": "fs.write", "a": "fs.write", "ab": "fs.write"}
 _close = posix.close
-_PATHLIB_CLASSES = (pathlib.PurePosixPath, pathlib.PosixPath)
 _fstat = posix.fstat
 _UNSEEN = object()
 _ALLOW = Action.ALLOW
@@ -366,8 +367,9 @@ def _event_path(value: Any) -> Any:
     if type(value) is os.DirEntry:
         return value.path
     kind = type(value)
-    if kind in _PATHLIB_CLASSES:  # not a subclass: one of those could answer twice
-        return str(value)
+    pathlib = sys.modules.get("pathlib")  # not imported: no such path can exist
+    if pathlib is not None and kind in (pathlib.PurePosixPath, pathlib.PosixPath):
+        return str(value)  # not a subclass: one of those could answer twice
     raise _Unpinned(kind.__name__)
 
 
@@ -450,6 +452,8 @@ def _hook_sqlite(state: core._Active, args: tuple) -> None:
     paths = [(database, None, True)]
     text = os.fsdecode(database) if isinstance(database, (str, bytes)) else ""
     if text.startswith("file:"):
+        import urllib.parse
+
         uri = urllib.parse.urlsplit(text)
         if uri.path and not uri.path.startswith(":memory:"):
             paths.append((urllib.parse.unquote(uri.path), None, True))

@@ -13,17 +13,13 @@ what it cannot pin down there, it denies.
 from __future__ import annotations
 
 import _socket
+import _thread
 import operator
 import os
-import socket
 import sys
-import threading
 from collections import OrderedDict
 from contextvars import ContextVar
 from functools import lru_cache
-from typing import Any, Callable
-
-import wrapt
 
 from . import _addresses as addr
 from . import _originals
@@ -32,8 +28,12 @@ from ._log import log_decision
 from ._policy import Policy
 from ._types import Action, Decision, Mode
 
-_INET_FAMILIES = (socket.AF_INET, socket.AF_INET6)
-_AF_UNIX = getattr(socket, "AF_UNIX", None)
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at interpreter start-up
+    from typing import Any, Callable
+
+_INET_FAMILIES = (_socket.AF_INET, _socket.AF_INET6)
+_AF_UNIX = getattr(_socket, "AF_UNIX", None)
 # The C-level members: a subclass can override the `family` and `type`
 # properties to lie, and the properties rebuild an enum on every read.
 _family_of = _socket.socket.__dict__["family"].__get__
@@ -67,7 +67,7 @@ _connect_host: ContextVar[tuple[str, set] | None] = ContextVar("failcore_connect
                                                               default=None)
 
 
-class _Reporting(threading.local):
+class _Reporting(_thread._local):
     """Set while failcore logs, per thread: copied contexts (tasks a log handler
     schedules) must not inherit it, or their denies would go unlogged."""
 
@@ -77,7 +77,7 @@ class _Reporting(threading.local):
 _reporting = _Reporting()
 
 _state: _Active | None = None
-_lock = threading.RLock()
+_lock = _thread.RLock()
 _patches: list[tuple[Any, str, Any, bool, Any]] = []
 _hook_added = False
 
@@ -223,7 +223,7 @@ def _strict_ip(host: str) -> tuple[int, int] | None:
     try:
         if ":" in host:
             return addr.parse_ip(host)  # zone ids are resolved locally, never via DNS
-        socket.inet_pton(socket.AF_INET, host)
+        _socket.inet_pton(_socket.AF_INET, host)
     except OSError:
         return None
     return addr.parse_ip(host)
@@ -232,7 +232,7 @@ def _strict_ip(host: str) -> tuple[int, int] | None:
 def _numeric_ip(host: str, family: int) -> tuple[int, int] | None:
     """What the C library reads a numeric spelling (`127.1`, `0x7f.1`) as; None for a name."""
     try:
-        infos = _resolve(host, None, family, 0, 0, socket.AI_NUMERICHOST)
+        infos = _resolve(host, None, family, 0, 0, _socket.AI_NUMERICHOST)
     except (OSError, UnicodeError):
         return None
     return addr.parse_ip(infos[0][4][0]) if infos else None
@@ -260,7 +260,7 @@ def _judge(state: _Active, sock: Any, address: Any, op: str,
             if text not in ("", "<broadcast>") and addr.parse_ip(text) is None:
                 return policy.check_resolve(text), address, None
             return None, address, None
-        if _type_of(sock) == socket.SOCK_RAW:
+        if _type_of(sock) == _socket.SOCK_RAW:
             return policy.check_family(family, raw=True, op=op), address, None
         exact = _is_exact_inet(address)  # nothing in it can answer differently later
         remembered = exact and _connect_host.get() is None
@@ -277,7 +277,7 @@ def _judge(state: _Active, sock: Any, address: Any, op: str,
         port = address[1]
         if host in ("", "<broadcast>"):
             ip = (addr.V4, 0xFFFFFFFF) if host else (
-                (addr.V4, 0) if family == socket.AF_INET else (addr.V6, 0))
+                (addr.V4, 0) if family == _socket.AF_INET else (addr.V6, 0))
         else:
             ip = _strict_ip(host)
             if ip is None and not pin:
@@ -360,7 +360,7 @@ def _check_pin(instance: Any, pin: Any, op: str) -> None:
         os.close(pin[0])
     if swapped:  # caller code dup2()ed something else onto the pin mid-call
         try:
-            _socket.socket.shutdown(instance, socket.SHUT_RDWR)
+            _socket.socket.shutdown(instance, _socket.SHUT_RDWR)
         except OSError:
             pass
         raise SecurityError(Decision(Action.DENY, op, f"fd {pin[0]}", "guard.unpinned",
@@ -410,7 +410,7 @@ def _guarded_call(op: str, event: str, locate: Callable[[tuple], int | None],
         try:
             decision, address, pin = _judge(state, instance, args[index], op, True)
         except OSError as exc:
-            if returns_errno and exc.errno and not isinstance(exc, socket.gaierror):
+            if returns_errno and exc.errno and not isinstance(exc, _socket.gaierror):
                 return exc.errno  # connect_ex reports, as it would have
             raise  # the error the real call would give
         except (TypeError, ValueError):
@@ -568,7 +568,7 @@ def _getaddrinfo(state: _Active, wrapped: Any, host: Any, port: Any, family: Any
     name = _judge_name(state, host)
     records = _call_judged("socket.getaddrinfo", host, wrapped,
                            (host, port, family, type, proto, flags))
-    if host is None or flags & socket.AI_PASSIVE:  # addresses to listen on reach nobody
+    if host is None or flags & _socket.AI_PASSIVE:  # addresses to listen on reach nobody
         return records
     return _filter_records(state, name, records, port not in (None, 0, "0", b"0"),
                            lambda record: record[4], raise_if_none=True)
@@ -662,15 +662,56 @@ def _hook_new_interpreter(state: _Active, args: tuple) -> None:
         _enforce(state, _subinterpreter_denied("Creating a subinterpreter"))
 
 
-class _SubinterpreterBlocker:
-    """A meta path finder that denies importing the subinterpreter modules."""
+# Patched when they are imported, not before: importing them at interpreter
+# start-up would cost more than the whole start-up budget (SPEC §9). Until
+# then nothing can call them but through the C modules the audit hook sees.
+_PATCHED_ON_IMPORT = frozenset({"socket", "subprocess", "_posixsubprocess", "pty", "wrapt"})
 
-    @staticmethod
-    def find_spec(name: str, path: Any = None, target: Any = None) -> None:
-        state = _state
-        if name in SUBINTERPRETER_MODULES and state is not None and state.policy.restricts:
-            _enforce(state, _subinterpreter_denied(f"Importing {name}"))
+
+class _ImportGate:
+    """First on sys.meta_path while installed: denies importing the
+    subinterpreter modules, and patches a module of `_PATCHED_ON_IMPORT` the
+    moment it has been executed, before its importer gets it."""
+
+    @classmethod
+    def find_spec(cls, name: str, path: Any = None, target: Any = None) -> Any:
+        if name in SUBINTERPRETER_MODULES:
+            state = _state
+            if state is not None and state.policy.restricts:
+                _enforce(state, _subinterpreter_denied(f"Importing {name}"))
+            return None
+        if name not in _PATCHED_ON_IMPORT:
+            return None
+        for finder in sys.meta_path:
+            find = getattr(finder, "find_spec", None)
+            spec = find(name, path, target) if finder is not cls and find else None
+            if spec is not None:
+                if spec.loader is not None and hasattr(spec.loader, "exec_module"):
+                    spec.loader = _PatchAfterExec(spec.loader)
+                return spec
         return None
+
+
+class _PatchAfterExec:
+    """A loader that runs the real one, then patches what it made (and leaves
+    the real loader on the module, as if it had never been there)."""
+
+    def __init__(self, loader: Any) -> None:
+        self.loader = loader
+
+    def create_module(self, spec: Any) -> Any:
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module: Any) -> None:
+        module.__spec__.loader = module.__loader__ = self.loader
+        self.loader.exec_module(module)
+        if module.__name__ == "wrapt":  # see _function_wrapper: its early submodules
+            for name in ("exceptions", "_wrappers"):
+                if f"wrapt.{name}" in sys.modules and not hasattr(module, name):
+                    setattr(module, name, sys.modules[f"wrapt.{name}"])
+        with _lock:
+            if _state is not None:
+                _patch(ready=module.__name__)
 
 
 def _hook_new_socket(state: _Active, args: tuple) -> None:
@@ -680,7 +721,7 @@ def _hook_new_socket(state: _Active, args: tuple) -> None:
     if type(family) is not int or type(kind) is not int or family == -1:
         return
     if family in _INET_FAMILIES:
-        if kind & 0xF == socket.SOCK_RAW:
+        if kind & 0xF == _socket.SOCK_RAW:
             _enforce(state, state.policy.check_family(family, raw=True, op="net.socket"))
     elif family != _AF_UNIX:
         _enforce(state, state.policy.check_family(family, op="net.socket"))
@@ -715,23 +756,37 @@ def _audit(event: str, args: tuple) -> None:
 # -- install / uninstall -------------------------------------------------------
 
 
-def _targets() -> list[tuple[Any, str, Callable[..., Any]]]:
-    targets: list[tuple[Any, str, Callable[..., Any]]] = [
+def _imported(name: str, ready: str | None) -> Any:
+    """Module `name` if it has been imported (`ready` names one that has just
+    been executed and is still marked as initialising)."""
+    module = sys.modules.get(name)
+    if module is None or (name != ready and getattr(module.__spec__, "_initializing", False)):
+        return None
+    return module
+
+
+def _targets(ready: str | None = None) -> list[tuple[Any, str, Callable[..., Any]]]:
+    from . import _fs_guard, _proc_guard
+
+    targets = _proc_guard.targets(lambda name: _imported(name, ready)) + _fs_guard.targets()
+    socket = _imported("socket", ready)
+    if socket is None:
+        return targets
+    _originals.save_socket(socket)
+    targets += [
         (socket, "getaddrinfo", _getaddrinfo),
         (socket, "gethostbyname", _gethostbyname),
         (socket, "gethostbyname_ex", _gethostbyname_ex),
         (socket, "gethostbyaddr", _gethostbyaddr),
         (socket, "create_connection", _guard_create_connection),
     ]
-    # The class saved at import (ssl.SSLSocket and early imports use it) and,
-    # after an importlib.reload(socket), the new class socket.socket now is.
+    # The class saved when failcore first saw the module (ssl.SSLSocket and early
+    # imports use it) and, after an importlib.reload(socket), the new class
+    # socket.socket now is.
     classes = [_originals.socket_class]
     live = socket.socket
     if isinstance(live, type) and not issubclass(live, _originals.socket_class):
         classes.append(live)
-    from . import _fs_guard, _proc_guard
-
-    targets += _proc_guard.targets() + _fs_guard.targets()
     for sock in classes:
         targets += [
             (sock, "connect", _guarded_call("net.connect", "socket.connect", _at_0)),
@@ -746,16 +801,55 @@ def _targets() -> list[tuple[Any, str, Callable[..., Any]]]:
     return targets
 
 
-def _patch() -> None:
+def _patch(ready: str | None = None) -> None:
     """Patch every target that is not already ours (a reload brings new ones)."""
     ours = {id(patch[4]) for patch in _patches}
-    for owner, name, guard in _targets():
+    wrapper_type = None
+    for owner, name, guard in _targets(ready):
         if id(vars(owner).get(name)) in ours:
             continue
+        wrapper_type = wrapper_type or _function_wrapper()
         original = getattr(owner, name)
-        wrapper = wrapt.FunctionWrapper(original, guard)
+        wrapper = wrapper_type(original, guard)
         _patches.append((owner, name, original, name in vars(owner), wrapper))
         setattr(owner, name, wrapper)
+
+
+def _function_wrapper() -> type:
+    """wrapt's FunctionWrapper, without `import wrapt` when it is not imported yet.
+
+    The package imports asyncio, inspect and importlib.metadata: tens of
+    milliseconds, more than the start-up budget. The C type is in
+    `wrapt._wrappers`, which needs only `wrapt.exceptions`; those two are
+    loaded under a bare parent, with the import lock held, and stay in
+    sys.modules, so a later `import wrapt` reuses them and the type is
+    wrapt's own. Anything unexpected falls back to the plain import.
+    """
+    if "wrapt" not in sys.modules and not os.environ.get("WRAPT_DISABLE_EXTENSIONS"):
+        import _imp
+        import importlib
+        from importlib.machinery import PathFinder
+
+        _imp.acquire_lock()
+        try:
+            spec = PathFinder.find_spec("wrapt")
+            if spec is not None and spec.submodule_search_locations:
+                parent = type(sys)("wrapt")
+                parent.__path__ = list(spec.submodule_search_locations)
+                sys.modules["wrapt"] = parent
+                try:
+                    importlib.import_module("wrapt.exceptions")
+                    return importlib.import_module("wrapt._wrappers").FunctionWrapper
+                except Exception:
+                    sys.modules.pop("wrapt.exceptions", None)
+                    sys.modules.pop("wrapt._wrappers", None)
+                finally:
+                    del sys.modules["wrapt"]
+        finally:
+            _imp.release_lock()
+    import wrapt
+
+    return wrapt.FunctionWrapper
 
 
 def _unpatch() -> None:
@@ -819,8 +913,8 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
         _active_hooks.update(_HOOKS)
         _active_hooks.update(_proc_guard.HOOKS)
         _active_hooks.update(_fs_guard.HOOKS)
-        if _SubinterpreterBlocker not in sys.meta_path:
-            sys.meta_path.insert(0, _SubinterpreterBlocker)
+        if _ImportGate not in sys.meta_path:
+            sys.meta_path.insert(0, _ImportGate)
         if compiled.restricts:  # loaded ones must be imported again, past the blocker
             for name in SUBINTERPRETER_MODULES & set(sys.modules):
                 del sys.modules[name]
@@ -831,15 +925,15 @@ def _after_fork() -> None:
     """A forked child is guarded as its parent was; only a lock another thread
     held at the fork must not stay held forever."""
     global _lock
-    _lock = threading.RLock()
+    _lock = _thread.RLock()
 
 
 def _deactivate() -> None:
     global _state
     _state = None
     _active_hooks.clear()
-    if _SubinterpreterBlocker in sys.meta_path:
-        sys.meta_path.remove(_SubinterpreterBlocker)
+    if _ImportGate in sys.meta_path:
+        sys.meta_path.remove(_ImportGate)
     _unpatch()
     _resolved.clear()
     from . import _children

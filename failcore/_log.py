@@ -8,9 +8,11 @@ decision's fields as record attributes.
 
 from __future__ import annotations
 
-from typing import Any
-
 from ._types import Decision
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at interpreter start-up
+    from typing import Any
 
 _stdlib_logger: Any = None
 

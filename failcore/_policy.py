@@ -6,20 +6,22 @@ explain` and the tests all ask the same methods.
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import json
 import os
 import re
 import sys
 from collections.abc import Mapping
-from typing import Any
 
 from . import _addresses as addr
 from ._errors import PolicyError
 from ._files import FileRules
-from ._processes import Locate, ProcessRules
+from ._processes import ProcessRules
 from ._types import Action, Decision
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at interpreter start-up
+    from typing import Any
+
+    from ._processes import Locate
 
 ALLOW, DENY = Action.ALLOW, Action.DENY
 
@@ -65,6 +67,8 @@ def _fail(source: str, key: str, message: str) -> PolicyError:
 
 
 def _closest(word: str, choices: tuple[str, ...]) -> str:
+    import difflib
+
     match = difflib.get_close_matches(word, choices, n=1)
     hint = f"; did you mean {match[0]!r}?" if match else ""
     return f"expected one of {', '.join(choices)}{hint}"
@@ -129,7 +133,7 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
             if isinstance(value, list) and key != "ports" and key in target:
                 target[key] = list(dict.fromkeys([*target[key], *value]))
             else:
-                target[key] = value
+                target[key] = list(value) if isinstance(value, list) else value
     return merged
 
 
@@ -307,7 +311,8 @@ class Policy:
     `Decision`.
     """
 
-    __slots__ = ("source", "_config", "digest", "network", "filesystem", "process", "_memo")
+    __slots__ = ("source", "_merged", "_canonical", "network", "filesystem", "process",
+                 "_memo")
 
     def __init__(self, config: Mapping[str, Any], *, source: str = "<dict>") -> None:
         """Validate `config` (the TOML format as a mapping) and compile it."""
@@ -318,9 +323,8 @@ class Policy:
             base = _merge(base, preset_config(clean["extends"]))
         merged = _merge(base, {k: v for k, v in clean.items() if k in _SCHEMA})
         self.source = source
-        canonical = json.dumps(merged, sort_keys=True, separators=(",", ":"))
-        self._config = canonical
-        self.digest = hashlib.sha256(canonical.encode()).hexdigest()
+        self._merged = merged  # never handed out: `config` gives copies
+        self._canonical: str | None = None
         self.network = _NetworkRules(merged["network"], source)
 
         def fail(key: str, message: str) -> PolicyError:
@@ -345,10 +349,29 @@ class Policy:
         return (net.default != "allow" or bool(net.deny_addresses or net.deny_hosts)
                 or net.unix != "allow" or self.filesystem.restricts or self.process.restricts)
 
+    def _canonical_json(self) -> str:
+        """The rules as canonical JSON (made when first asked: json and hashlib
+        cost milliseconds at interpreter start-up, which needs neither)."""
+        if self._canonical is None:
+            import json
+
+            text = json.dumps(self._merged, sort_keys=True, separators=(",", ":"))
+            object.__setattr__(self, "_canonical", text)
+        return self._canonical
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 of the rules after presets and `extends` (hex)."""
+        import hashlib
+
+        return hashlib.sha256(self._canonical_json().encode()).hexdigest()
+
     @property
     def config(self) -> dict[str, Any]:
         """The rules after presets and `extends`, in the TOML format (a fresh copy)."""
-        return json.loads(self._config)
+        import json
+
+        return json.loads(self._canonical_json())
 
     # -- loading ---------------------------------------------------------
 
@@ -406,6 +429,8 @@ class Policy:
     def _from_json(cls, text: str) -> Policy:
         """An inline policy: the TOML format written as one JSON object (how a
         child receives its parent's policy in `FAILCORE_POLICY`)."""
+        import json
+
         source = "inline JSON policy"
         try:
             data = json.loads(text)

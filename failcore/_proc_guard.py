@@ -10,14 +10,16 @@ so a different `PATH` lookup in the child cannot swap it.
 from __future__ import annotations
 
 import os
-import subprocess
 from contextvars import ContextVar
-from typing import Any
 
 from . import _children
 from . import _guard as core
 from ._processes import locate
 from ._types import Action, Decision
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 # Where a bare name was found on a PATH: checked again (one access call) before
 # each use, so a launch costs no PATH walk; the child runs the file judged.
@@ -241,18 +243,13 @@ def _guard_fork_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> 
     return wrapped(*args, **kwargs)
 
 
-def targets() -> list[tuple[Any, str, Any]]:
-    import _posixsubprocess
-
+def targets(imported: Callable[[str], Any]) -> list[tuple[Any, str, Any]]:
+    """What to patch, of the modules `imported(name)` says are there."""
     found = [
-        (subprocess.Popen, "_execute_child", _guard_execute_child),
         (os, "system", _guard_system),
         (os, "execv", _guard_exec),
         (os, "execve", _guard_exec),
-        (_posixsubprocess, "fork_exec", _guard_fork_exec),
     ]
-    if hasattr(subprocess, "_fork_exec"):  # 3.11+: a reference taken at import
-        found.append((subprocess, "_fork_exec", _guard_fork_exec))
     for name, search in (("posix_spawn", False), ("posix_spawnp", True)):
         if hasattr(os, name):
             found.append((os, name, _guard_posix_spawn(search)))
@@ -261,11 +258,16 @@ def targets() -> list[tuple[Any, str, Any]]:
         if hasattr(os, name):
             argv_of = _spawnv_argv(name.startswith("spawnvp"), name.endswith("e"))
             found.append((os, name, _guard_fork_then_exec(argv_of)))
-    try:
-        import pty
-    except ImportError:
-        pass
-    else:
+    posixsubprocess = imported("_posixsubprocess")
+    if posixsubprocess is not None:
+        found.append((posixsubprocess, "fork_exec", _guard_fork_exec))
+    subprocess = imported("subprocess")
+    if subprocess is not None:
+        found.append((subprocess.Popen, "_execute_child", _guard_execute_child))
+        if hasattr(subprocess, "_fork_exec"):  # 3.11+: a reference taken at import
+            found.append((subprocess, "_fork_exec", _guard_fork_exec))
+    pty = imported("pty")
+    if pty is not None:
         found.append((pty, "spawn", _guard_fork_then_exec(_pty_spawn_argv)))
     return found
 

@@ -9,13 +9,15 @@ what it launches; what cannot be worked out is denied.
 from __future__ import annotations
 
 import os
-import shlex
-from typing import Any, Callable, Sequence
-
 from ._types import Action, Decision
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at interpreter start-up
+    from typing import Any, Callable, Sequence
+
+    Locate = Callable[[str], "tuple[str | None, str | None]"]
+
 ALLOW, DENY = Action.ALLOW, Action.DENY
-Locate = Callable[[str], "tuple[str | None, str | None]"]
 
 SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh", "mksh", "csh", "tcsh", "fish", "ash",
                     "rbash", "yash", "pwsh", "busybox-sh"})
@@ -187,6 +189,8 @@ class ProcessRules:
                 i += 1
                 break
             if name == "env" and arg in ("-S", "--split-string") and i + 1 < len(args):
+                import shlex
+
                 return "argv", shlex.split(args[i + 1]) + args[i + 2:]
             if name == "env" and "=" in arg and not arg.startswith("-"):
                 i += 1
@@ -214,6 +218,8 @@ class ProcessRules:
                                 "it was blocked.")
             return self._allowed(set(), None, target, op)
         try:
+            import shlex
+
             lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
             lexer.whitespace_split = True
             tokens = list(lexer)

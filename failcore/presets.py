@@ -6,9 +6,11 @@ Every preset (see `PRESET_NAMES`) can also be named in
 
 from __future__ import annotations
 
-from typing import Any, Callable
-
 from ._policy import Policy
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:  # typing costs milliseconds at interpreter start-up
+    from typing import Any, Callable
 
 __all__ = ["PRESET_NAMES", "agent_safe", "by_name", "fs_safe", "net_safe", "proc_safe"]
 

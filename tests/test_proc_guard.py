@@ -316,12 +316,12 @@ def restored_subprocess():
     vars(subprocess).update(saved)
 
 
-def test_reloaded_subprocess_is_caught_by_the_audit_hook(fakes, restored_subprocess):
-    """After importlib.reload(subprocess) the new Popen is unpatched: its audit event denies."""
+def test_reloaded_subprocess_is_patched_again(fakes, restored_subprocess):
+    """importlib.reload(subprocess) makes a new Popen: the import gate patches it too."""
     failcore.install(PROC_SAFE)
     importlib.reload(subprocess)
     assert subprocess.Popen is not CAPTURED_POPEN
-    assert not isinstance(vars(subprocess.Popen)["_execute_child"], wrapt.FunctionWrapper)
+    assert isinstance(vars(subprocess.Popen)["_execute_child"], wrapt.FunctionWrapper)
     with pytest.raises(failcore.SecurityError) as info:
         subprocess.run(["curl", "x"])
     assert info.value.decision.rule == "process.deny[curl]"

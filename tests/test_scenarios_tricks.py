@@ -545,9 +545,11 @@ def _https_to_public(ca: str) -> str:
 
 @pytest.fixture
 def socket_reload(lab):
-    """Lets a test reload `socket`; afterwards socket is reloaded unguarded and its objects restored."""
+    """Lets a test re-run `socket`'s code in place, past the import system (so past
+    failcore's import gate, which patches a module importlib reloads); afterwards
+    socket is reloaded unguarded and its objects restored."""
     saved = dict(vars(socket))
-    yield importlib.reload
+    yield lambda module: module.__spec__.loader.exec_module(module)
     failcore.uninstall()
     importlib.reload(socket)
     lab.reset()
@@ -565,10 +567,22 @@ def socket_reload(lab):
     lab.reset()
 
 
+def test_importlib_reload_of_socket_is_patched_again(socket_reload, lab):
+    """importlib.reload(socket) makes a new socket class: the import gate patches it."""
+    failcore.install("net_safe")
+    importlib.reload(socket)
+    assert "connect" in vars(socket.socket)
+    with pytest.raises(Exception) as excinfo:
+        CLIENTS["urllib"](url_for(METADATA))
+    assert_denied(excinfo, PRIVATE_RULES)
+    assert_untouched(lab, METADATA)
+
+
 @pytest.mark.parametrize("host", [METADATA, "internal.lab.test", METADATA6])
 @pytest.mark.parametrize("client", CLIENTS)
 def test_reloading_socket_after_install_does_not_unguard(socket_reload, lab, client, host):
-    """After importlib.reload(socket) drops the patches, the audit hook still blocks every client."""
+    """After socket's code is re-run in place, dropping the patches, the audit hook
+    still blocks every client."""
     failcore.install("net_safe")
     socket_reload(socket)
     assert "connect" not in vars(socket.socket)  # the reloaded class carries no patch
