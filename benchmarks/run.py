@@ -474,6 +474,99 @@ def bench_connect_fresh(cfg: Config) -> list[Row]:
     ]
 
 
+# -- interpreter start-up (SPEC §9: <= 10 ms guarded, nothing measurable when absent) --
+
+
+def _start_block(argv: list[str], env: dict[str, str]) -> Block:
+    def block(n: int) -> int:
+        start = time.perf_counter_ns()
+        for _ in range(n):
+            subprocess.run(argv, env=env, check=True)
+        return time.perf_counter_ns() - start
+
+    return block
+
+
+def _compare_starts(cfg: Config, base: Block, other: Block) -> tuple[list[float], list[float], int]:
+    """Per-start ns of `base` and `other`, in alternating rounds (ABBA)."""
+    n = 2 if cfg.quick else 4
+    base(1), other(1)  # warm the page cache and the .pyc files
+    samples: tuple[list[float], list[float]] = ([], [])
+    for i in range(cfg.rounds * 2):
+        for side in ((0, 1) if i % 2 == 0 else (1, 0)):
+            samples[side].append(_timed((base, other)[side], n))
+    return samples[0], samples[1], n
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This environment without FAILCORE_*, and writing bytecode (a stale .pyc
+    would be compiled again at every start)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FAILCORE_") and k != "PYTHONDONTWRITEBYTECODE"}
+    env.update(extra)
+    return env
+
+
+def _bare_venv(root: str, with_pth: str | None) -> str:
+    """A virtual environment with nothing installed (and `with_pth` copied into
+    its site-packages): the interpreter, as on a machine without failcore."""
+    base = getattr(sys, "_base_executable", sys.executable)
+    subprocess.run([base, "-m", "venv", "--without-pip", root], check=True)
+    python = os.path.join(root, "bin", "python")
+    if with_pth:
+        site_dir = subprocess.run([python, "-c", "import site; print(site.getsitepackages()[0])"],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+        with open(with_pth, "rb") as src, open(os.path.join(site_dir, "failcore.pth"), "wb") as dst:
+            dst.write(src.read())
+    return python
+
+
+def _installed_pth() -> str | None:
+    import site
+
+    for directory in site.getsitepackages():
+        path = os.path.join(directory, "failcore.pth")
+        if os.path.exists(path):
+            return path
+    return None
+
+
+@benchmark("startup")
+def bench_startup(cfg: Config) -> list[Row]:
+    """`python -c pass` in fresh interpreters: guarded by FAILCORE_POLICY against
+    the variable unset, and failcore.pth present (variable unset) against a
+    virtual environment without failcore."""
+    bare = _start_block([sys.executable, "-c", "pass"], _clean_env())
+    rows = []
+    pth = _installed_pth()
+    if pth is None:
+        rows.append(Row("start, FAILCORE_POLICY=agent_safe", "failcore.pth is not installed "
+                        "here (pip install the project)", [0.0], None, None, 0,
+                        notes=["not measured"]))
+        return rows
+    guarded = _start_block([sys.executable, "-c", "pass"], _clean_env(FAILCORE_POLICY="agent_safe"))
+    unguarded, guarded_ns, n = _compare_starts(cfg, bare, guarded)
+    rows.append(Row("start, FAILCORE_POLICY=agent_safe", "python -c pass, guarded by the "
+                    "start-up hook, against the same interpreter without the variable",
+                    guarded_ns, unguarded, Budget.extra_ns(10_000_000), n))
+    with tempfile.TemporaryDirectory() as root:
+        without = _bare_venv(os.path.join(root, "without"), None)
+        with_pth = _bare_venv(os.path.join(root, "with"), pth)
+        unguarded, absent, n = _compare_starts(cfg, _start_block([without, "-c", "pass"], _clean_env()),
+                                               _start_block([with_pth, "-c", "pass"], _clean_env()))
+    rows.append(Row("start, variable unset", "python -c pass with failcore.pth and no "
+                    "FAILCORE_POLICY, against a virtual environment without failcore",
+                    absent, unguarded, Budget.extra_ns(500_000), n,
+                    notes=["SPEC §9: nothing measurable; the budget is the noise of a start"]))
+    for module in ("failcore", "wrapt", "netaddr", "structlog"):
+        block = _start_block([sys.executable, "-c", f"import {module}"], _clean_env())
+        unguarded, imported, n = _compare_starts(cfg, bare, block)
+        rows.append(Row(f"start + import {module}", f"what `import {module}` adds to a start "
+                        f"(failcore's start-up hook imports none of the others)",
+                        imported, unguarded, None, n, notes=["informational"]))
+    return rows
+
+
 # -- child processes (for what one process cannot measure) -------------------------
 
 
