@@ -45,16 +45,34 @@ def variables(policy: Policy, mode: Mode) -> dict[str, str]:
     return {POLICY: text, MODE: mode.value}
 
 
+def _pythonpath_for_children() -> str | None:
+    """This process's PYTHONPATH when this interpreter has no `failcore.pth`
+    (failcore came through `sitecustomize_example/` on PYTHONPATH): a child
+    given an environment without PYTHONPATH gets it, or nothing would start
+    its guard. (A child run with -E or -I ignores it: README.)"""
+    import site
+
+    dirs = [*getattr(site, "getsitepackages", list)(), getattr(site, "USER_SITE", None) or ""]
+    if any(os.path.exists(os.path.join(d, "failcore.pth")) for d in dirs if d):
+        return None
+    return os.environ.get("PYTHONPATH") or None
+
+
 def guarded_env(env: object, ours: dict[str, str]) -> object:
     """`env` as a launch takes it (None: this process's environment; a mapping;
     or fork_exec's `b"KEY=value"` list), carrying `ours` and no FAILCORE_DISABLE."""
     if env is None:
         _assert_environ(ours)
         return None
+    pythonpath = _pythonpath_for_children()
     if isinstance(env, (list, tuple)):
         kept = [entry for entry in env if not bytes(entry).startswith(_ENTRY_PREFIXES)]
+        if pythonpath and not any(bytes(e).startswith(b"PYTHONPATH=") for e in kept):
+            kept.append(os.fsencode(f"PYTHONPATH={pythonpath}"))
         return kept + [os.fsencode(f"{key}={value}") for key, value in ours.items()]
     kept = {key: value for key, value in env.items() if os.fsencode(key) not in _KEYS_BYTES}
+    if pythonpath and not any(os.fsencode(key) == b"PYTHONPATH" for key in kept):
+        kept["PYTHONPATH"] = pythonpath
     kept.update(ours)
     return kept
 

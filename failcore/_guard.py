@@ -891,11 +891,18 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
     global _state, _hook_added
     if trace is not None or os.environ.get("FAILCORE_TRACE"):
         raise PolicyError("FAILCORE_TRACE / trace=: the trace is not available in this "
-                          "version", key="trace")
+                          "version", key="FAILCORE_TRACE")
     if policy is None:
         policy = os.environ.get("FAILCORE_POLICY") or "agent_safe"
     compiled = Policy.load(policy)
-    chosen = _parse_mode(mode or os.environ.get("FAILCORE_MODE") or Mode.ENFORCE)
+    if mode is None and os.environ.get("FAILCORE_MODE"):
+        try:
+            chosen = _parse_mode(os.environ["FAILCORE_MODE"])
+        except PolicyError:
+            raise PolicyError(f"FAILCORE_MODE: got {os.environ['FAILCORE_MODE']!r}, expected "
+                              f"one of enforce, audit, off", key="FAILCORE_MODE") from None
+    else:
+        chosen = _parse_mode(mode or Mode.ENFORCE)
     if _disabled():
         chosen = Mode.OFF
     with _lock:

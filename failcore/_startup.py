@@ -33,8 +33,9 @@ def activate() -> None:
              f"({type(exc).__name__}: {exc})", EXIT_SOFTWARE)
     try:
         install()
-    except PolicyError as exc:
-        stop(f"FAILCORE_POLICY: {exc}", EXIT_CONFIG)
+    except PolicyError as exc:  # it names a FAILCORE_* variable, or else the policy
+        named = (exc.key or "").startswith("FAILCORE_")
+        stop(str(exc) if named else f"FAILCORE_POLICY: {exc}", EXIT_CONFIG)
     except BaseException as exc:
         stop(f"the guard could not be installed ({type(exc).__name__}: {exc})", EXIT_SOFTWARE)
 
