@@ -125,8 +125,10 @@ def _with_guard(args: tuple, kwargs: dict, index: int) -> tuple[tuple, dict]:
 
 def _guard_execute_child(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """Popen._execute_child(args, executable, preexec_fn, close_fds, pass_fds, cwd,
-    env, startupinfo, creationflags, shell, ...): the same first ten on 3.10-3.13."""
-    args, kwargs = _with_guard(args, kwargs, 6)
+    env, startupinfo, creationflags, shell, ...): the same first ten on 3.10-3.13.
+    With no env of its own, fork_exec or posix_spawn below brings the guard."""
+    if kwargs.get("env", args[6] if len(args) > 6 else None) is not None:
+        args, kwargs = _with_guard(args, kwargs, 6)
     state = _active()
     if state is None or len(args) < 10:
         return wrapped(*args, **kwargs)
@@ -316,14 +318,17 @@ def _exec_event(args: tuple) -> tuple[list[list[str]], bool, Any]:
     return candidates, False, None
 
 
-def _carrying(env_at: int | None, check):
+def _carrying(env_at: int | None, check, lower_layer_brings_environ: bool = False):
     """`check`, then make sure the launch brings the guard to the child: with no
-    environment of its own, this process's gets the variables again; an env
-    without them (a reference captured before install()) is denied."""
+    environment of its own, this process's gets the variables again (unless a
+    patched lower layer will, as under Popen); an env without them (a
+    reference captured before install()) is denied."""
 
     def hook(state: core._Active, args: tuple) -> None:
         check(state, args)
         env = args[env_at] if env_at is not None and len(args) > env_at else None
+        if env is None and lower_layer_brings_environ:
+            return
         if not _children.carries(env, _child_variables(state)):
             target = _text(args[0]) if args else "(unknown)"
             core._enforce(state, Decision(
@@ -336,7 +341,7 @@ def _carrying(env_at: int | None, check):
 
 
 HOOKS = {
-    "subprocess.Popen": _carrying(3, _hook(_popen_event)),
+    "subprocess.Popen": _carrying(3, _hook(_popen_event), lower_layer_brings_environ=True),
     "os.system": _carrying(None, _hook(lambda args: ([[_text(args[0])]], True, None))),
     "os.exec": _carrying(2, _hook(_exec_event)),
     "os.posix_spawn": _carrying(2, _hook(_exec_event)),
