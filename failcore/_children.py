@@ -24,6 +24,8 @@ _ENTRY_PREFIXES = tuple(key + b"=" for key in _KEYS_BYTES)
 
 # What these variables were before failcore first set them: uninstall() puts it back.
 _saved: dict[str, str | None] | None = None
+# Whether this interpreter's site-packages hold failcore.pth (None: not looked yet).
+_has_start_hook: bool | None = None
 
 
 def portable_config(policy: Policy) -> dict:
@@ -50,12 +52,14 @@ def _pythonpath_for_children() -> str | None:
     (failcore came through `sitecustomize_example/` on PYTHONPATH): a child
     given an environment without PYTHONPATH gets it, or nothing would start
     its guard. (A child run with -E or -I ignores it: README.)"""
-    import site
+    global _has_start_hook
+    if _has_start_hook is None:  # site-packages do not change: look once
+        import site
 
-    dirs = [*getattr(site, "getsitepackages", list)(), getattr(site, "USER_SITE", None) or ""]
-    if any(os.path.exists(os.path.join(d, "failcore.pth")) for d in dirs if d):
-        return None
-    return os.environ.get("PYTHONPATH") or None
+        dirs = [*getattr(site, "getsitepackages", list)(), getattr(site, "USER_SITE", None)]
+        _has_start_hook = any(os.path.exists(os.path.join(d, "failcore.pth"))
+                              for d in dirs if d)
+    return None if _has_start_hook else os.environ.get("PYTHONPATH") or None
 
 
 def guarded_env(env: object, ours: dict[str, str]) -> object:
@@ -78,10 +82,7 @@ def guarded_env(env: object, ours: dict[str, str]) -> object:
 
 
 def carries(env: object, ours: dict[str, str]) -> bool:
-    """Whether a launch's `env` (None: this process's) brings the guard to the child."""
-    if env is None:
-        _assert_environ(ours)
-        return True
+    """Whether a launch's own `env` brings the guard to the child."""
     if not isinstance(env, Mapping):
         return False
     seen = {os.fsencode(key): value for key, value in env.items()

@@ -862,11 +862,13 @@ def _unpatch() -> None:
                 delattr(owner, name)
 
 
-def _parse_mode(value: Mode | str) -> Mode:
+def _parse_mode(value: Mode | str, key: str = "mode") -> Mode:
+    """`value` as a Mode; a bad one is a PolicyError naming `key`, where it came from."""
     try:
         return Mode(value)
     except ValueError:
-        raise PolicyError(f"mode: got {value!r}, expected one of enforce, audit, off") from None
+        raise PolicyError(f"{key}: got {value!r}, expected one of enforce, audit, off",
+                          key=key) from None
 
 
 def _disabled() -> bool:
@@ -895,14 +897,10 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
     if policy is None:
         policy = os.environ.get("FAILCORE_POLICY") or "agent_safe"
     compiled = Policy.load(policy)
-    if mode is None and os.environ.get("FAILCORE_MODE"):
-        try:
-            chosen = _parse_mode(os.environ["FAILCORE_MODE"])
-        except PolicyError:
-            raise PolicyError(f"FAILCORE_MODE: got {os.environ['FAILCORE_MODE']!r}, expected "
-                              f"one of enforce, audit, off", key="FAILCORE_MODE") from None
+    if mode is None:
+        chosen = _parse_mode(os.environ.get("FAILCORE_MODE") or Mode.ENFORCE, "FAILCORE_MODE")
     else:
-        chosen = _parse_mode(mode or Mode.ENFORCE)
+        chosen = _parse_mode(mode)
     if _disabled():
         chosen = Mode.OFF
     with _lock:

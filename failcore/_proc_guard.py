@@ -104,16 +104,16 @@ def _child_variables(state: core._Active) -> dict[str, str]:
     return ours
 
 
-def _with_guard(args: tuple, kwargs: dict, index: int) -> tuple[tuple, dict]:
-    """`args`/`kwargs` with the child's environment (argument `index`, or `env=`)
-    made to carry the guard."""
+def _with_guard(args: tuple, kwargs: dict, index: int | None) -> tuple[tuple, dict]:
+    """`args`/`kwargs` with the child's environment (argument `index`, or `env=`;
+    None: the call takes none, the child gets this process's) made to carry the guard."""
     state = core._state
     if state is None:
         return args, kwargs
     ours = _child_variables(state)
     if "env" in kwargs:
         kwargs = {**kwargs, "env": _children.guarded_env(kwargs["env"], ours)}
-    elif len(args) > index:
+    elif index is not None and len(args) > index:
         args = (*args[:index], _children.guarded_env(args[index], ours), *args[index + 1:])
     else:
         _children.guarded_env(None, ours)
@@ -160,7 +160,7 @@ def _guard_execute_child(wrapped: Any, instance: Any, args: tuple, kwargs: dict)
 
 
 def _guard_system(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-    _with_guard((), {}, 0)
+    args, kwargs = _with_guard(args, kwargs, None)
     state = _active()
     if state is not None and len(args) == 1:
         core._enforce(state, _judge(state, [_text(args[0])], shell=True))
@@ -327,9 +327,10 @@ def _carrying(env_at: int | None, check, lower_layer_brings_environ: bool = Fals
     def hook(state: core._Active, args: tuple) -> None:
         check(state, args)
         env = args[env_at] if env_at is not None and len(args) > env_at else None
-        if env is None and lower_layer_brings_environ:
-            return
-        if not _children.carries(env, _child_variables(state)):
+        if env is None:
+            if not lower_layer_brings_environ:
+                _children.guarded_env(None, _child_variables(state))
+        elif not _children.carries(env, _child_variables(state)):
             target = _text(args[0]) if args else "(unknown)"
             core._enforce(state, Decision(
                 Action.DENY, "proc.exec", target, "guard.child-unguarded",
