@@ -18,7 +18,8 @@ from ._policy import Policy
 from ._types import Mode
 
 POLICY, MODE, DISABLE = "FAILCORE_POLICY", "FAILCORE_MODE", "FAILCORE_DISABLE"
-_KEYS = (POLICY, MODE, DISABLE)
+TRACE = "FAILCORE_TRACE"
+_KEYS = (POLICY, MODE, DISABLE, TRACE)
 _KEYS_BYTES = tuple(key.encode() for key in _KEYS)
 _ENTRY_PREFIXES = tuple(key + b"=" for key in _KEYS_BYTES)
 
@@ -40,11 +41,12 @@ def portable_config(policy: Policy) -> dict:
 
 
 def variables(policy: Policy, mode: Mode) -> dict[str, str]:
-    """The environment a child needs to run under `policy` in `mode`."""
+    """The environment a child needs to run under `policy` in `mode`. Its
+    FAILCORE_TRACE is empty: opening the parent's trace would truncate it."""
     import json  # here, not at start-up: only a launch needs it
 
     text = json.dumps(portable_config(policy), sort_keys=True, separators=(",", ":"))
-    return {POLICY: text, MODE: mode.value}
+    return {POLICY: text, MODE: mode.value, TRACE: ""}
 
 
 def _pythonpath_for_children() -> str | None:

@@ -34,3 +34,13 @@ class PolicyError(ValueError):
         super().__init__(message)
         self.source = source
         self.key = key
+
+
+class ToolError(ValueError):
+    """A session call that cannot start: an unknown tool, a name registered
+    twice, or arguments that do not fit the tool's signature."""
+
+
+class ReplayMismatch(Exception):
+    """A replayed call does not match the recording, or the recording cannot
+    give its outcome back. The real tool is never run in its place."""

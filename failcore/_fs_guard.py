@@ -124,14 +124,14 @@ def _judge(state: core._Active, op: str, path: Any, dir_fd: Any = None,
 
 def _enforce(state: core._Active, decision: Decision | None) -> bool:
     """Enforce a decision; True if it was a deny (in audit mode it passes)."""
-    if decision is None or decision.allowed:
+    if decision is None:
         return False
-    core._enforce(state, decision)
-    return True
+    core._enforce(state, decision)  # records an allow when there is a trace
+    return decision.action is not _ALLOW
 
 
 def _active() -> core._Active | None:
-    state = core._state
+    state = core._current()
     if state is None or not state.policy.filesystem.restricts:
         return None
     return state
@@ -157,7 +157,11 @@ def _judge_opened(state: core._Active, op: str, fd: int, opened: Any) -> None:
             if len(state.opened) > 4096:
                 state.opened.clear()
             state.opened[key] = decision
-        if decision is None or decision.action is _ALLOW:
+        if decision is None:
+            return
+        if decision.action is _ALLOW:
+            if state.trace is not None:
+                core._enforce(state, decision)  # records it
             return
     except Exception as exc:
         decision = core._guard_error(op, exc)
@@ -187,7 +191,7 @@ def _judge_failed_read(state: core._Active, op: str, path: Any, dir_fd: Any = No
 def _guard_open(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """open(file, mode='r', buffering=-1, encoding=None, errors=None, newline=None,
     closefd=True, opener=None): `builtins.open` and `io.open`."""
-    state = core._state
+    state = core._current()
     if state is None or not state.policy.filesystem.restricts:
         return wrapped(*args, **kwargs)
     if args:

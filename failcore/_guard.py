@@ -44,7 +44,8 @@ _CONNECTING = ("net.connect", "net.send")
 class _Active:
     """What is in force: read once per intercepted call, replaced whole."""
 
-    __slots__ = ("policy", "mode", "decided", "opened", "child_env")
+    __slots__ = ("policy", "mode", "decided", "opened", "child_env", "trace", "call",
+                 "exec_subject")
 
     def __init__(self, policy: Policy, mode: Mode) -> None:
         self.policy, self.mode = policy, mode
@@ -56,6 +57,10 @@ class _Active:
         self.opened: dict[tuple, Decision | None] = {}
         # FAILCORE_* for children, made on the first launch (see _children).
         self.child_env: dict[str, str] | None = None
+        self.trace: Any = None  # the TraceWriter decisions are recorded in, if any
+        self.call: Any = None  # inside a tool call: its _scope.Call
+        # (decision, argv, shell) of the last launch judged, for the trace.
+        self.exec_subject: tuple | None = None
 
 
 # Per thread, asyncio task and greenlet alike (contextvars follow all three).
@@ -67,6 +72,10 @@ _connect_host: ContextVar[tuple[str, set] | None] = ContextVar("failcore_connect
                                                               default=None)
 
 
+# The tool call running in this thread or task (a _scope.Call), if any.
+_call_scope: ContextVar[Any] = ContextVar("failcore_call", default=None)
+
+
 class _Reporting(_thread._local):
     """Set while failcore logs, per thread: copied contexts (tasks a log handler
     schedules) must not inherit it, or their denies would go unlogged."""
@@ -76,7 +85,8 @@ class _Reporting(_thread._local):
 
 _reporting = _Reporting()
 
-_state: _Active | None = None
+_state: _Active | None = None  # what install() put in force, process-wide
+_engaged = False  # patches and hooks in place (install(), or a session's call)
 _lock = _thread.RLock()
 _patches: list[tuple[Any, str, Any, bool, Any]] = []
 _hook_added = False
@@ -86,6 +96,12 @@ _hook_added = False
 _resolved: OrderedDict[tuple[int, int], tuple[str, ...]] = OrderedDict()
 _RESOLVED_MAX = 4096
 _names_version = 0  # bumped whenever an address gains a name: remembered decisions expire
+
+
+def _current() -> _Active | None:
+    """The state in force for this thread or task: a tool call's, or the global one."""
+    call = _call_scope.get()
+    return _state if call is None else call.state(_state)
 
 
 def _remember(name: str, ips: list[tuple[int, int]]) -> None:
@@ -128,25 +144,63 @@ def _resolve(host: str, *args: Any) -> list:
 
 
 def _report(state: _Active, decision: Decision) -> None:
-    """Log a deny (a would-deny in audit mode). Calls a log handler makes are
-    still judged, but their own denies are not logged again (no recursion)."""
+    """Log and record a deny (a would-deny in audit mode). Calls a log handler
+    makes are still judged, but their own denies are not reported (no recursion)."""
     if _reporting.active:
         return
     _reporting.active = True
     try:
-        log_decision(decision, "deny" if state.mode is Mode.ENFORCE else "would-deny",
-                     state.mode.value)
+        outcome = "deny" if state.mode is Mode.ENFORCE else "would-deny"
+        log_decision(decision, outcome, state.mode.value)
+        if state.trace is not None:
+            _record(state, decision, outcome)
     finally:
         _reporting.active = False
 
 
 def _enforce(state: _Active, decision: Decision) -> None:
-    """Report a deny, and raise it in enforce mode. Allows pass silently."""
+    """Report a deny, and raise it in enforce mode. An allow is only recorded,
+    when there is a trace."""
     if decision.action is Action.ALLOW:
+        if state.trace is not None and not _reporting.active:
+            _record(state, decision, "allow")
         return
     _report(state, decision)
     if state.mode is Mode.ENFORCE:
+        if state.call is not None:
+            state.call.deny(decision)
         raise SecurityError(decision)
+
+
+def _record(state: _Active, decision: Decision, outcome: str) -> None:
+    """A `guard.decision` event. The import system's own reads and bytecode
+    writes are left out: they differ between a first and a second run."""
+    from . import _scope, _trace
+
+    try:
+        if _scope.by_import_system():
+            return
+        call = state.call
+        fields = dict(call.trace_fields) if call is not None else {}
+        fields.update(_trace.decision_fields(decision, outcome))
+        if decision.op.startswith("net.") and not decision.rule.startswith(
+                ("network.unix", "network.family")):
+            host = decision.target.rpartition("]")[0][1:] if decision.target.startswith("[") \
+                else decision.target.partition(":")[0]
+            ip = addr.parse_ip(host)
+            names = _names_for(ip) if ip is not None else ()
+            if names:
+                fields["names"] = list(names)
+        subject = state.exec_subject
+        if subject is not None and subject[0] is decision:
+            fields["argv"] = [_trace.redact_text(a) for a in subject[1]]
+            fields["shell"] = subject[2]
+        if decision.rule in ("tool.approved", "tool.undeclared") and call is not None \
+                and call.metadata.default_policy.value == "ask":
+            fields["approved"] = decision.action is Action.ALLOW
+        state.trace.emit("guard.decision", fields)
+    except Exception:  # tracing never changes the verdict
+        pass
 
 
 def _guard_error(op: str, exc: BaseException) -> Decision:
@@ -398,7 +452,7 @@ def _guarded_call(op: str, event: str, locate: Callable[[tuple], int | None],
     says where the address is, `exact_args` makes the other arguments exact."""
 
     def guard(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        state = _state
+        state = _current()
         if state is None or kwargs or instance is None:
             return wrapped(*args, **kwargs)
         index = locate(args)
@@ -418,7 +472,7 @@ def _guarded_call(op: str, event: str, locate: Callable[[tuple], int | None],
         except Exception as exc:
             decision, address = _guard_error(op, exc), args[index]
         try:
-            if decision is not None and decision.action is not Action.ALLOW:
+            if decision is not None:
                 _enforce(state, decision)
             args = (address,) if len(args) == 1 else (*args[:index], address, *args[index + 1:])
             token = _judged.set((event, instance, address))
@@ -460,7 +514,7 @@ def _sendmsg_exact(args: tuple) -> tuple:
 
 def _guard_create_connection(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """Keep the hostname the caller asked for, so hostname rules see it."""
-    state = _state
+    state = _current()
     address = args[0] if args else kwargs.get("address")
     if state is None or not isinstance(address, tuple) or len(address) != 2:
         return wrapped(*args, **kwargs)
@@ -544,7 +598,7 @@ def _resolver(judge_and_call: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a resolver: pass through when idle; internal errors deny."""
 
     def guard(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
-        state = _state
+        state = _current()
         if state is None:
             return wrapped(*args, **kwargs)
         try:
@@ -676,7 +730,7 @@ class _ImportGate:
     @classmethod
     def find_spec(cls, name: str, path: Any = None, target: Any = None) -> Any:
         if name in SUBINTERPRETER_MODULES:
-            state = _state
+            state = _current()
             if state is not None and state.policy.restricts:
                 _enforce(state, _subinterpreter_denied(f"Importing {name}"))
             return None
@@ -710,7 +764,7 @@ class _PatchAfterExec:
                 if f"wrapt.{name}" in sys.modules and not hasattr(module, name):
                     setattr(module, name, sys.modules[f"wrapt.{name}"])
         with _lock:
-            if _state is not None:
+            if _engaged:
                 _patch(ready=module.__name__)
 
 
@@ -748,7 +802,7 @@ def _audit(event: str, args: tuple) -> None:
     """Runs on every audit event in the process: one dict lookup when idle."""
     hook = _active_hooks.get(event)
     if hook is not None:
-        state = _state
+        state = _current()
         if state is not None:
             hook(state, args)
 
@@ -881,19 +935,19 @@ def _disabled() -> bool:
 
 
 def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
-            mode: Mode | str | None = None, trace: Any = None) -> Policy:
+            mode: Mode | str | None = None,
+            trace: str | os.PathLike[str] | None = None) -> Policy:
     """Guard this process with `policy`; return the compiled policy.
 
     `policy` is a `Policy`, a preset name, a TOML path, a mapping or inline
     JSON; `None` means `$FAILCORE_POLICY`, else the `agent_safe` preset.
     `mode` is `enforce` (default, or `$FAILCORE_MODE`), `audit` or `off`.
-    Calling it again swaps the policy atomically. `FAILCORE_DISABLE=1` turns
-    it off. Child processes come up guarded by the same policy and mode.
+    `trace` is a file to record every decision in (default `$FAILCORE_TRACE`;
+    a second call without one keeps the trace already open). Calling it again
+    swaps the policy atomically. `FAILCORE_DISABLE=1` turns it off. Child
+    processes come up guarded by the same policy and mode.
     """
-    global _state, _hook_added
-    if trace is not None or os.environ.get("FAILCORE_TRACE"):
-        raise PolicyError("FAILCORE_TRACE / trace=: the trace is not available in this "
-                          "version", key="FAILCORE_TRACE")
+    global _state
     if policy is None:
         policy = os.environ.get("FAILCORE_POLICY") or "agent_safe"
     compiled = Policy.load(policy)
@@ -901,29 +955,62 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
         chosen = _parse_mode(os.environ.get("FAILCORE_MODE") or Mode.ENFORCE, "FAILCORE_MODE")
     else:
         chosen = _parse_mode(mode)
+    trace_key = "trace"
+    if trace is None:
+        trace, trace_key = os.environ.get("FAILCORE_TRACE") or None, "FAILCORE_TRACE"
     if _disabled():
         chosen = Mode.OFF
     with _lock:
         if chosen is Mode.OFF:
             _deactivate()
             return compiled
-        if not _hook_added:
-            sys.addaudithook(_audit)
-            os.register_at_fork(after_in_child=_after_fork)
-            _hook_added = True
-        _patch()
-        from . import _fs_guard, _proc_guard
+        state = _Active(compiled, chosen)
+        previous = _state.trace if _state is not None else None
+        if trace is not None:
+            from . import _trace
 
-        _state = _Active(compiled, chosen)
-        _active_hooks.update(_HOOKS)
-        _active_hooks.update(_proc_guard.HOOKS)
-        _active_hooks.update(_fs_guard.HOOKS)
-        if _ImportGate not in sys.meta_path:
-            sys.meta_path.insert(0, _ImportGate)
-        if compiled.restricts:  # loaded ones must be imported again, past the blocker
-            for name in SUBINTERPRETER_MODULES & set(sys.modules):
-                del sys.modules[name]
+            try:
+                state.trace = _trace.open_trace(trace, compiled, chosen.value)
+            except OSError as exc:
+                raise PolicyError(f"{trace_key}: cannot write the trace {os.fspath(trace)}: "
+                                  f"{exc.strerror}", key=trace_key) from None
+        else:
+            state.trace = previous
+        _engage(compiled.restricts)
+        _state = state
+        if previous is not None and previous is not state.trace:
+            previous.close()
     return compiled
+
+
+def _engage(restricts: bool) -> None:
+    """Put the patches, the audit hook and the import gate in place (with
+    `_lock` held): for install(), and for a session's first call."""
+    global _hook_added, _engaged
+    if not _hook_added:
+        sys.addaudithook(_audit)
+        os.register_at_fork(after_in_child=_after_fork)
+        _hook_added = True
+    _patch()
+    from . import _fs_guard, _proc_guard
+
+    _active_hooks.update(_HOOKS)
+    _active_hooks.update(_proc_guard.HOOKS)
+    _active_hooks.update(_fs_guard.HOOKS)
+    if _ImportGate not in sys.meta_path:
+        sys.meta_path.insert(0, _ImportGate)
+    if restricts:  # loaded ones must be imported again, past the blocker
+        for name in SUBINTERPRETER_MODULES & set(sys.modules):
+            del sys.modules[name]
+    _engaged = True
+
+
+def engage_for_sessions() -> None:
+    """Make sure a session's calls are intercepted, with or without install()."""
+    if not _engaged:
+        with _lock:
+            if not _engaged:
+                _engage(True)
 
 
 def _after_fork() -> None:
@@ -934,8 +1021,10 @@ def _after_fork() -> None:
 
 
 def _deactivate() -> None:
-    global _state
+    global _state, _engaged
+    trace = _state.trace if _state is not None else None
     _state = None
+    _engaged = False
     _active_hooks.clear()
     if _ImportGate in sys.meta_path:
         sys.meta_path.remove(_ImportGate)
@@ -944,6 +1033,8 @@ def _deactivate() -> None:
     from . import _children
 
     _children.restore_environ()
+    if trace is not None:
+        trace.close()
 
 
 def uninstall() -> None:

@@ -65,9 +65,12 @@ def _judge(state: core._Active, argv: list[str], *, shell: bool = False,
            search_path: str | None = None, cwd: Any = None, find: Any = None) -> Decision:
     try:
         find = find or _locator(state, search_path, cwd)
-        return state.policy.check_exec(argv, find, shell=shell)
+        decision = state.policy.check_exec(argv, find, shell=shell)
     except Exception as exc:
         return core._guard_error("proc.exec", exc)
+    if state.trace is not None:  # what the trace needs to judge it again
+        state.exec_subject = (decision, argv, shell)
+    return decision
 
 
 def _exec_path(path: Any) -> str:
@@ -90,7 +93,7 @@ def _is_popen_judged(program: str, argv: list[str]) -> bool:
 
 def _active() -> core._Active | None:
     """The state in force when launches must be judged (not only carry the guard)."""
-    state = core._state
+    state = core._current()
     if state is None or not state.policy.process.restricts:
         return None
     return state

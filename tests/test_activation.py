@@ -218,10 +218,11 @@ STARTUP_FAILURES = [
     ({"FAILCORE_POLICY": '{"version": 1,'}, ["JSON"]),
     ({"FAILCORE_POLICY": "agent_safe", "FAILCORE_MODE": "loud"}, ["FAILCORE_MODE", "loud"]),
     ({"FAILCORE_POLICY": "agent_safe", "FAILCORE_DISABLE": "yes"}, ["FAILCORE_DISABLE"]),
-    ({"FAILCORE_POLICY": "agent_safe", "FAILCORE_TRACE": "x"}, ["FAILCORE_TRACE"]),
+    ({"FAILCORE_POLICY": "agent_safe", "FAILCORE_TRACE": "{root}/no-such-dir/t.jsonl"},
+     ["FAILCORE_TRACE", "no-such-dir"]),
 ]
 STARTUP_IDS = ["missing-file", "invalid-toml", "unknown-key", "unknown-preset",
-               "invalid-json", "bad-mode", "bad-disable", "trace"]
+               "invalid-json", "bad-mode", "bad-disable", "unwritable-trace"]
 
 
 @pytest.mark.parametrize("route", ["pth", "sitecustomize"])

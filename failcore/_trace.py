@@ -1,0 +1,251 @@
+"""The trace: JSON Lines, one event per line, each line chained to the one
+before it by SHA-256 (format in `trace.schema.json`, SPEC §7).
+
+A line is written with one `os.write` on a descriptor failcore opened itself,
+so the guard never sees the trace's own I/O and a crash leaves only whole
+lines behind it. What varies between two runs of the same program (times,
+the run id) is kept apart, under `"t"` and in `run_id`, so the rest can be
+compared. Secrets are redacted before anything is written.
+"""
+
+from __future__ import annotations
+
+import _thread
+import atexit
+import hashlib
+import json
+import os
+import re
+import sys
+import time
+
+from . import _originals
+from ._types import Decision
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
+FORMAT = 1
+REDACTED = "[REDACTED]"
+
+# Keys whose values are secrets, wherever they appear (arguments, results,
+# headers, query strings).
+_SECRET_KEY = re.compile(
+    r"passw|passwd|pwd$|secret|token|api[-_]?key|apikey|auth|cookie|credential|"
+    r"private[-_]?key|session[-_]?id|signature|^sig$|^key$|x-amz-security", re.I)
+# Secrets inside free text.
+_SECRET_TEXT = [
+    # URL userinfo: scheme://user:pass@host
+    (re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://)[^/\s@]+@"), rf"\g<1>{REDACTED}@"),
+    # query or form parameters named like a secret: ?token=...&api_key=...
+    (re.compile(r"(?i)([?&;](?:[\w.-]*(?:token|secret|passw|api[-_]?key|apikey|auth|"
+                r"signature|sig|credential|session[-_]?id|key)[\w.-]*)=)[^&#\s\"']*"),
+     rf"\g<1>{REDACTED}"),
+    # Authorization: Bearer ..., Basic ...
+    (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\g<1> {REDACTED}"),
+    # --password=..., --token ..., password: ...
+    (re.compile(r"(?i)((?:--?|\b)(?:password|passwd|secret|token|api[-_]?key|apikey)"
+                r"[\w-]*(?:=|:\s*|\s+))(?!\[REDACTED\])[^\s\"',;&]+"), rf"\g<1>{REDACTED}"),
+    # well-known credential formats
+    (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|"
+                r"sk-[A-Za-z0-9_-]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|"
+                r"AIza[0-9A-Za-z_-]{35}|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\."
+                r"[A-Za-z0-9_-]+)"), REDACTED),
+    (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
+                re.S), REDACTED),
+]
+
+
+# Cheap test first: most strings hold nothing any pattern above could match.
+_MAYBE_SECRET = re.compile(r"@|[?&;]|bearer|basic|token|passw|secret|api|key|gh[pousr]_|"
+                           r"github_pat|sk-|xox|AKIA|AIza|eyJ|PRIVATE", re.I)
+
+
+def redact_text(text: str) -> str:
+    """`text` with the secrets failcore recognises in free text replaced."""
+    if not _MAYBE_SECRET.search(text):
+        return text
+    for pattern, replacement in _SECRET_TEXT:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class _Unrecordable(Exception):
+    pass
+
+
+def type_name(value: Any) -> str:
+    kind = type(value)
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+def recordable(value: Any, strict: bool) -> tuple[Any, bool]:
+    """`value` as JSON with secrets redacted, and whether anything was redacted.
+
+    `strict` (results): only JSON values themselves; anything else raises
+    `_Unrecordable`, because replay must give back exactly what the tool
+    returned. Not strict (arguments): tuples become lists and any other
+    object a marker naming its type.
+    """
+    redacted = False
+
+    def walk(item: Any, depth: int) -> Any:
+        nonlocal redacted
+        kind = type(item)
+        if item is None or kind is bool or kind is int:
+            return item
+        if kind is float:
+            if item != item or item in (float("inf"), float("-inf")):
+                if strict:
+                    raise _Unrecordable(repr(item))
+                return {"unrecordable": "builtins.float"}
+            return item
+        if kind is str:
+            clean = redact_text(item)
+            redacted = redacted or clean != item
+            return clean
+        if depth > 64:
+            raise _Unrecordable("nested too deep")
+        if kind is dict:
+            out = {}
+            for key, sub in item.items():
+                if type(key) is not str:
+                    if strict:
+                        raise _Unrecordable(f"a {type_name(key)} key")
+                    key = repr(key) if type(key) in (int, float, bool) else type_name(key)
+                if _SECRET_KEY.search(key) and sub not in (None, "", REDACTED):
+                    redacted = True
+                    out[key] = REDACTED
+                else:
+                    out[key] = walk(sub, depth + 1)
+            return out
+        if kind is list or (kind is tuple and not strict):
+            return [walk(sub, depth + 1) for sub in item]
+        if strict:
+            raise _Unrecordable(type_name(item))
+        return {"unrecordable": type_name(item)}
+
+    return walk(value, 0), redacted
+
+
+def line_digest(line: bytes) -> str:
+    """What the next line's `prev` holds: SHA-256 of this line, without its newline."""
+    return hashlib.sha256(line).hexdigest()
+
+
+def _wall() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+
+
+class TraceWriter:
+    """One trace file. Thread-safe; every event is flushed as one whole line.
+
+    `run.start` is written when it is opened, `run.end` when it is closed
+    (explicitly, or at interpreter exit).
+    """
+
+    def __init__(self, path: str, start: dict[str, Any]) -> None:
+        self.path = path
+        self._lock = _thread.allocate_lock()
+        self._seq = 0
+        self._prev: str | None = None
+        self._pid = os.getpid()
+        self._started = time.perf_counter()
+        self._counts = {"calls": 0, "denied": 0, "errors": 0}
+        self._next_call = 0
+        from . import _guard
+
+        # failcore's own file: the guard neither judges nor records opening it.
+        self._fd: int | None = _guard._call_judged(
+            "open", path, _originals.os_open,
+            (path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
+        import uuid
+
+        self.emit("run.start", {"format": FORMAT, "run_id": uuid.uuid4().hex, **start})
+
+    def new_call_id(self) -> str:
+        with self._lock:
+            self._next_call += 1
+            return f"c{self._next_call}"
+
+    def emit(self, event: str, fields: dict[str, Any], t: dict[str, Any] | None = None) -> None:
+        """Write one event. A trace that cannot be written is reported once on
+        stderr and closed; it never breaks the program it records."""
+        with self._lock:
+            if self._fd is None or os.getpid() != self._pid:  # a fork's copy stays silent
+                return
+            if event == "tool.call":
+                self._counts["calls"] += 1
+            elif event == "tool.error":
+                self._counts["errors"] += 1
+            elif event == "guard.decision" and fields.get("outcome") != "allow":
+                self._counts["denied"] += 1
+            record = {"seq": self._seq, "event": event, "prev": self._prev, **fields,
+                      "t": {"wall": _wall(), **(t or {})}}
+            try:
+                line = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+                view = memoryview(line + b"\n")
+                while view:
+                    view = view[os.write(self._fd, view):]
+            except Exception as exc:
+                print(f"failcore: the trace {self.path} cannot be written ({exc}); it is "
+                      f"closed, incomplete", file=sys.stderr)
+                os.close(self._fd)
+                self._fd = None
+                return
+            self._prev = line_digest(line)
+            self._seq += 1
+
+    def close(self) -> None:
+        """Write `run.end` and close the file; idempotent."""
+        if self._fd is None or os.getpid() != self._pid:
+            return
+        self.emit("run.end", dict(self._counts),
+                  {"elapsed_ms": round((time.perf_counter() - self._started) * 1000, 3)})
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+        _open.pop(self.path, None)
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+
+# Open traces by real path: a session and the global guard naming one file share it.
+_open: dict[str, TraceWriter] = {}
+_registry_lock = _thread.allocate_lock()
+
+
+def open_trace(path: str | os.PathLike[str], policy: Any, mode: str,
+               replay: str | None = None) -> TraceWriter:
+    """The writer for `path`, opened (and `run.start` written) if it is not open yet."""
+    real = os.path.realpath(os.fspath(path))
+    with _registry_lock:
+        writer = _open.get(real)
+        if writer is None or writer.closed:
+            from . import __version__
+
+            start = {"failcore": __version__,
+                     "python": ".".join(map(str, sys.version_info[:3])),
+                     "policy": {"source": redact_text(policy.source), "digest": policy.digest},
+                     "mode": mode, "argv": [redact_text(a) for a in sys.argv]}
+            if replay is not None:
+                start["replay"] = os.path.basename(replay)
+            writer = _open[real] = TraceWriter(real, start)
+    return writer
+
+
+def decision_fields(decision: Decision, outcome: str) -> dict[str, Any]:
+    return {"op": decision.op, "target": redact_text(decision.target),
+            "action": decision.action.value, "outcome": outcome, "rule": decision.rule,
+            "reason": redact_text(decision.reason)}
+
+
+@atexit.register
+def _close_all() -> None:
+    for writer in list(_open.values()):
+        writer.close()
