@@ -160,7 +160,7 @@ def _judge_opened(state: core._Active, op: str, fd: int, opened: Any) -> None:
         if decision is None:
             return
         if decision.action is _ALLOW:
-            if state.trace is not None:
+            if state.trace is not None and op != "fs.write":  # a write was recorded before
                 core._enforce(state, decision)  # records it
             return
     except Exception as exc:
