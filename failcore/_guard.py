@@ -978,8 +978,8 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
             state.trace = previous
         _engage(compiled.restricts)
         _state = state
-        if previous is not None and previous is not state.trace:
-            previous.close()
+        if previous is not None and trace is not None:
+            previous.close()  # released: ends it, unless it is the same file, still in use
     return compiled
 
 

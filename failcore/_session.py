@@ -101,6 +101,9 @@ class Session:
             if trace is not None else None
         self._next_call = 0
         self._lock = _thread.allocate_lock()
+        self._closed = False
+        # FAILCORE_DISABLE=1 switches everything off: tools run unjudged.
+        self._judged = not core._disabled()
         _carry_calls_into_threads()
 
     def __repr__(self) -> str:
@@ -190,6 +193,8 @@ class Session:
         return self._finished(call, result, started)
 
     def _tool(self, name: str, kwargs: dict[str, Any]) -> _Tool:
+        if self._closed:
+            raise ToolError(f"this session is closed: tool {name!r} was not called")
         tool = self._tools.get(name)
         if tool is None:
             known = ", ".join(sorted(self._tools)) or "none"
@@ -211,12 +216,12 @@ class Session:
             return f"c{self._next_call}"
 
     def _begin(self, tool: _Tool, kwargs: dict[str, Any]) -> tuple[Call, float]:
-        if not core._engaged:
+        if not core._engaged and self._judged:
             core.engage_for_sessions()
         trace = self._current_trace()
         parent = core._call_scope.get()
-        call = Call(self.policy, tool.metadata, tool.name, self._call_id(trace), parent,
-                    trace, self.approver)
+        call = Call(self.policy if self._judged else None, tool.metadata, tool.name,
+                    self._call_id(trace), parent, trace, self.approver)
         if trace is not None:
             _emit_call(trace, call, kwargs, parent)
         return call, time.perf_counter()
@@ -264,9 +269,12 @@ class Session:
     # -- lifetime -------------------------------------------------------------
 
     def close(self) -> None:
-        """End the session's trace (`run.end`); it also ends at interpreter exit."""
-        if self._trace is not None:
-            self._trace.close()
+        """End the session: no more calls, and its trace ends (`run.end`; it also
+        ends at interpreter exit). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            if self._trace is not None:
+                self._trace.close()
 
     def __enter__(self) -> Session:
         return self

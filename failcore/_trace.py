@@ -155,6 +155,7 @@ class TraceWriter:
         self._started = time.perf_counter()
         self._counts = {"calls": 0, "denied": 0, "errors": 0}
         self._next_call = 0
+        self.users = 1  # a session and the global guard may share one file
         from . import _guard
 
         # failcore's own file: the guard neither judges nor records opening it.
@@ -198,8 +199,13 @@ class TraceWriter:
             self._prev = line_digest(line)
             self._seq += 1
 
-    def close(self) -> None:
-        """Write `run.end` and close the file; idempotent."""
+    def close(self, force: bool = False) -> None:
+        """Write `run.end` and close the file, once its last user closes it (or
+        at interpreter exit, `force`); idempotent."""
+        with _registry_lock:
+            self.users -= 1
+            if self.users > 0 and not force:
+                return
         if self._fd is None or os.getpid() != self._pid:
             return
         self.emit("run.end", dict(self._counts),
@@ -226,7 +232,9 @@ def open_trace(path: str | os.PathLike[str], policy: Any, mode: str,
     real = os.path.realpath(os.fspath(path))
     with _registry_lock:
         writer = _open.get(real)
-        if writer is None or writer.closed:
+        if writer is not None and not writer.closed:
+            writer.users += 1
+        else:
             from . import __version__
 
             start = {"failcore": __version__,
@@ -248,4 +256,4 @@ def decision_fields(decision: Decision, outcome: str) -> dict[str, Any]:
 @atexit.register
 def _close_all() -> None:
     for writer in list(_open.values()):
-        writer.close()
+        writer.close(force=True)

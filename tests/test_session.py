@@ -668,3 +668,30 @@ def test_a_tampered_recording_is_refused(tmp_path):
     path.write_text(path.read_text().replace('"result":10', '"result":1000'))
     with pytest.raises(ReplayMismatch, match="fails verification"):
         Session(replay=path)
+
+
+def test_failcore_disable_switches_sessions_off_too(secret, monkeypatch):
+    """With FAILCORE_DISABLE=1 a session's tools run unjudged."""
+    monkeypatch.setenv("FAILCORE_DISABLE", "1")
+    session = Session(policy=policy_denying(secret))
+    session.register("read", read_file, metadata=READS)
+    assert session.call("read", path=str(secret / "key")) == "canary-key-material"
+
+
+def test_a_closed_session_refuses_calls_and_leaves_a_shared_trace_open(tmp_path):
+    """close() ends the session and its trace; a trace shared with install() ends only
+    when both are done with it."""
+    path = tmp_path / "t.jsonl"
+    failcore.install("agent_safe", trace=path)
+    session = Session(trace=path)
+    session.register("one", lambda: 1)
+    session.call("one")
+    session.close()
+    session.close()
+    with pytest.raises(ToolError, match="closed"):
+        session.call("one")
+    assert "run.end" not in path.read_text()
+    failcore.uninstall()
+    # (the test's own read of the trace above is a guard.decision of the global guard)
+    assert [e["event"] for e in events(path) if e["event"] != "guard.decision"] == [
+        "run.start", "tool.call", "tool.result", "run.end"]
