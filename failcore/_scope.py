@@ -39,16 +39,21 @@ def effect_of(op: str) -> SideEffect:
     return SideEffect.FS_READ if op in _READS else SideEffect.FS_WRITE
 
 
+_OWN_FILES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "")
+
+
 def by_import_system() -> bool:
-    """Is the import system (or linecache, reading source for a traceback) on
-    the stack? Its reads and bytecode writes are the interpreter's own."""
+    """Is the operation the import system's own (or linecache's, reading source
+    for a traceback): is the first frame outside failcore theirs? Their reads
+    and bytecode writes are the interpreter's; what a module's top-level code
+    does while it is imported is not."""
     frame = sys._getframe(1)
-    while frame is not None:
-        name = frame.f_code.co_filename
-        if name.startswith(_FROZEN_IMPORT) or name.endswith(("/linecache.py", "/tokenize.py")):
-            return True
+    while frame is not None and frame.f_code.co_filename.startswith(_OWN_FILES):
         frame = frame.f_back
-    return False
+    if frame is None:
+        return False
+    name = frame.f_code.co_filename
+    return name.startswith(_FROZEN_IMPORT) or name.endswith(("/linecache.py", "/tokenize.py"))
 
 
 _interpreter_roots: tuple[str, ...] | None = None
@@ -128,8 +133,8 @@ class Call:
         effect = effect_of(decision.op)
         if effect & metadata.side_effect or metadata.default_policy is DefaultPolicy.ALLOW:
             return decision
-        if by_import_system() or (effect is SideEffect.FS_READ
-                                   and _under_interpreter(decision.target)):
+        if effect & SideEffect.FS and (by_import_system() or (
+                effect is SideEffect.FS_READ and _under_interpreter(decision.target))):
             return decision  # the interpreter's own, whatever the tool declared
         what = f"{effect.name.lower()} ({decision.op} {decision.target})"
         if metadata.default_policy is DefaultPolicy.ASK and self._approve(decision):

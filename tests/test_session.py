@@ -695,3 +695,22 @@ def test_a_closed_session_refuses_calls_and_leaves_a_shared_trace_open(tmp_path)
     # (the test's own read of the trace above is a guard.decision of the global guard)
     assert [e["event"] for e in events(path) if e["event"] != "guard.decision"] == [
         "run.start", "tool.call", "tool.result", "run.end"]
+
+
+def test_what_a_module_does_at_import_is_the_tools_own_side_effect(tmp_path, monkeypatch):
+    """Importing is the interpreter's own, but a module's top-level code writing a file
+    during a tool's import is an undeclared side effect like any other."""
+    (tmp_path / "noisy_module.py").write_text(
+        f"open({str(tmp_path / 'dropped')!r}, 'w').close()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("noisy_module", None)
+
+    def compute():
+        import noisy_module  # noqa: F401
+
+    session = Session(policy=policy_denying())
+    session.register("compute", compute)
+    with pytest.raises(SecurityError):
+        session.call("compute")
+    assert not (tmp_path / "dropped").exists()
+    sys.modules.pop("noisy_module", None)
