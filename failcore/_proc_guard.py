@@ -329,11 +329,15 @@ def _carrying(env_at: int | None, check, lower_layer_brings_environ: bool = Fals
 
     def hook(state: core._Active, args: tuple) -> None:
         check(state, args)
+        installed = core._state  # children carry the global guard, not a session's
+        if installed is None:
+            return
+        ours = _child_variables(installed)
         env = args[env_at] if env_at is not None and len(args) > env_at else None
         if env is None:
             if not lower_layer_brings_environ:
-                _children.guarded_env(None, _child_variables(state))
-        elif not _children.carries(env, _child_variables(state)):
+                _children.guarded_env(None, ours)
+        elif not _children.carries(env, ours):
             target = _text(args[0]) if args else "(unknown)"
             core._enforce(state, Decision(
                 Action.DENY, "proc.exec", target, "guard.child-unguarded",

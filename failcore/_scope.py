@@ -137,16 +137,17 @@ class Call:
                 effect is SideEffect.FS_READ and _under_interpreter(decision.target))):
             return decision  # the interpreter's own, whatever the tool declared
         what = f"{effect.name.lower()} ({decision.op} {decision.target})"
-        if metadata.default_policy is DefaultPolicy.ASK and self._approve(decision):
+        ask = metadata.default_policy is DefaultPolicy.ASK
+        how = ("the approver did not allow it" if self.approver is not None
+               else "no approver was given") if ask else "its default policy is block"
+        denied = Decision(Action.DENY, decision.op, decision.target, "tool.undeclared",
+                          f"The tool {self.tool} did not declare this side effect: {what}; "
+                          f"{how}.")
+        if ask and self._approve(denied):
             return Decision(Action.ALLOW, decision.op, decision.target, "tool.approved",
                             f"The approver allowed {self.tool} an undeclared side effect: "
                             f"{what}.")
-        how = ("the approver did not allow it" if self.approver is not None
-               else "no approver was given") \
-            if metadata.default_policy is DefaultPolicy.ASK else "its default policy is block"
-        return Decision(Action.DENY, decision.op, decision.target, "tool.undeclared",
-                        f"The tool {self.tool} did not declare this side effect: {what}; "
-                        f"{how}.")
+        return denied
 
     def _approve(self, decision: Decision) -> bool:
         """Ask the approver once per operation and target; an error is a no.
@@ -157,7 +158,8 @@ class Call:
             if self.approver is not None:
                 token = core._call_scope.set(self.parent)
                 try:
-                    answer = self.approver(ApprovalRequest(self.tool, self.metadata, decision)) is True
+                    request = ApprovalRequest(self.tool, self.metadata, decision)
+                    answer = self.approver(request) is True
                 except Exception:
                     answer = False
                 finally:

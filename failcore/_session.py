@@ -33,10 +33,14 @@ _DEFAULT_METADATA = ToolMetadata()
 class _Tool:
     """A registered tool and what its signature accepts (worked out once)."""
 
-    __slots__ = ("name", "fn", "metadata", "is_async", "accepted", "required", "any_keyword")
+    __slots__ = ("name", "fn", "metadata", "is_async", "accepted", "required", "any_keyword",
+                 "declared")
 
     def __init__(self, name: str, fn: Callable[..., Any], metadata: ToolMetadata) -> None:
         self.name, self.fn, self.metadata = name, fn, metadata
+        # What every tool.call event says about the tool.
+        self.declared = {"side_effect": metadata.side_effect.names(),
+                         "default_policy": metadata.default_policy.value}
         self.is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None))
         try:
@@ -223,7 +227,7 @@ class Session:
         call = Call(self.policy if self._judged else None, tool.metadata, tool.name,
                     self._call_id(trace), parent, trace, self.approver)
         if trace is not None:
-            _emit_call(trace, call, kwargs, parent)
+            _emit_call(trace, call, tool, kwargs, parent)
         return call, time.perf_counter()
 
     def _failed(self, call: Call, exc: BaseException, started: float) -> BaseException:
@@ -294,12 +298,10 @@ def _renumbered(call_id: str, recorded: _RecordedCall, trace: Any) -> str:
 # -- trace events ----------------------------------------------------------------
 
 
-def _emit_call(trace: Any, call: Call, kwargs: dict[str, Any], parent: Call | None) -> None:
+def _emit_call(trace: Any, call: Call, tool: _Tool, kwargs: dict[str, Any],
+               parent: Call | None) -> None:
     args, _ = _trace.recordable(kwargs, strict=False)
-    metadata = call.metadata
-    fields = {**call.trace_fields, "args": args,
-              "side_effect": metadata.side_effect.names(),
-              "default_policy": metadata.default_policy.value}
+    fields = {**call.trace_fields, "args": args, **tool.declared}
     if parent is not None and parent.trace is trace:
         fields["parent_call_id"] = parent.call_id
     trace.emit("tool.call", fields)

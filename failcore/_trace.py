@@ -24,7 +24,7 @@ from ._types import Decision
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from typing import Any
+    from typing import Any, Callable
 
 FORMAT = 1
 REDACTED = "[REDACTED]"
@@ -66,9 +66,10 @@ def redact_text(text: str) -> str:
     """`text` with the secrets failcore recognises in free text replaced."""
     if not _MAYBE_SECRET.search(text):
         return text
+    original = text
     for pattern, replacement in _SECRET_TEXT:
         text = pattern.sub(replacement, text)
-    return text
+    return original if text == original else text
 
 
 class _Unrecordable(Exception):
@@ -88,45 +89,57 @@ def recordable(value: Any, strict: bool) -> tuple[Any, bool]:
     returned. Not strict (arguments): tuples become lists and any other
     object a marker naming its type.
     """
-    redacted = False
+    redacted: list[bool] = []
+    return _walk(value, strict, redacted, 0), bool(redacted)
 
-    def walk(item: Any, depth: int) -> Any:
-        nonlocal redacted
-        kind = type(item)
-        if item is None or kind is bool or kind is int:
+
+_secret_keys: dict[str, bool] = {}  # key -> whether it names a secret (keys repeat)
+
+
+def _is_secret_key(key: str) -> bool:
+    found = _secret_keys.get(key)
+    if found is None:
+        if len(_secret_keys) > 4096:
+            _secret_keys.clear()
+        found = _secret_keys[key] = _SECRET_KEY.search(key) is not None
+    return found
+
+
+def _walk(item: Any, strict: bool, redacted: list[bool], depth: int) -> Any:
+    kind = type(item)
+    if item is None or kind is bool or kind is int:
+        return item
+    if kind is str:
+        clean = redact_text(item)
+        if clean is not item:
+            redacted.append(True)
+        return clean
+    if kind is float:
+        if item == item and item not in (float("inf"), float("-inf")):
             return item
-        if kind is float:
-            if item != item or item in (float("inf"), float("-inf")):
-                if strict:
-                    raise _Unrecordable(repr(item))
-                return {"unrecordable": "builtins.float"}
-            return item
-        if kind is str:
-            clean = redact_text(item)
-            redacted = redacted or clean != item
-            return clean
-        if depth > 64:
-            raise _Unrecordable("nested too deep")
-        if kind is dict:
-            out = {}
-            for key, sub in item.items():
-                if type(key) is not str:
-                    if strict:
-                        raise _Unrecordable(f"a {type_name(key)} key")
-                    key = repr(key) if type(key) in (int, float, bool) else type_name(key)
-                if _SECRET_KEY.search(key) and sub not in (None, "", REDACTED):
-                    redacted = True
-                    out[key] = REDACTED
-                else:
-                    out[key] = walk(sub, depth + 1)
-            return out
-        if kind is list or (kind is tuple and not strict):
-            return [walk(sub, depth + 1) for sub in item]
         if strict:
-            raise _Unrecordable(type_name(item))
-        return {"unrecordable": type_name(item)}
-
-    return walk(value, 0), redacted
+            raise _Unrecordable(repr(item))
+        return {"unrecordable": "builtins.float"}
+    if depth > 64:
+        raise _Unrecordable("nested too deep")
+    if kind is dict:
+        out = {}
+        for key, sub in item.items():
+            if type(key) is not str:
+                if strict:
+                    raise _Unrecordable(f"a {type_name(key)} key")
+                key = repr(key) if type(key) in (int, float, bool) else type_name(key)
+            if _is_secret_key(key) and sub is not None and sub != "" and sub != REDACTED:
+                redacted.append(True)
+                out[key] = REDACTED
+            else:
+                out[key] = _walk(sub, strict, redacted, depth + 1)
+        return out
+    if kind is list or (kind is tuple and not strict):
+        return [_walk(sub, strict, redacted, depth + 1) for sub in item]
+    if strict:
+        raise _Unrecordable(type_name(item))
+    return {"unrecordable": type_name(item)}
 
 
 def line_digest(line: bytes) -> str:
@@ -134,9 +147,32 @@ def line_digest(line: bytes) -> str:
     return hashlib.sha256(line).hexdigest()
 
 
+_second: list = [None, ""]  # the last whole second formatted, and its text
+
+
 def _wall() -> str:
+    """Now, UTC, ISO 8601 with microseconds (the date part made once a second)."""
     now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e6):06d}Z"
+    whole = int(now)
+    if whole != _second[0]:
+        _second[:] = [whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))]
+    return f"{_second[1]}.{int((now - whole) * 1e6):06d}Z"
+
+
+def _line_encoder() -> Callable[[Any], str]:
+    """Compact JSON, no NaN; one encoder for every line (json.dumps with options,
+    and JSONEncoder.encode, build a new one per call)."""
+    plain = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False)
+    from json import encoder
+
+    if encoder.c_make_encoder is None:
+        return plain.encode
+    make = encoder.c_make_encoder(None, plain.default, encoder.encode_basestring_ascii, None,
+                                  ":", ",", False, False, False)
+    return lambda value: "".join(make(value, 0))
+
+
+_encode = _line_encoder()
 
 
 class TraceWriter:
@@ -186,7 +222,7 @@ class TraceWriter:
             record = {"seq": self._seq, "event": event, "prev": self._prev, **fields,
                       "t": {"wall": _wall(), **(t or {})}}
             try:
-                line = json.dumps(record, separators=(",", ":"), allow_nan=False).encode()
+                line = _encode(record).encode()
                 view = memoryview(line + b"\n")
                 while view:
                     view = view[os.write(self._fd, view):]
