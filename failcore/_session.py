@@ -399,20 +399,25 @@ class _Recording:
             raise ReplayMismatch(f"{path}: cannot replay a trace that fails verification: "
                                  f"{problems[0]}")
         self.calls: list[_RecordedCall] = []
+        parents = {e["call_id"]: e.get("parent_call_id") for e in events
+                   if e["event"] == "tool.call" and "call_id" in e}
         by_id: dict[str, _RecordedCall] = {}
         for event in events:
             call_id = event.get("call_id")
             if call_id is None:
                 continue
-            if event["event"] == "tool.call" and "parent_call_id" not in event:
+            if event["event"] == "tool.call" and parents.get(call_id) is None:
                 by_id[call_id] = recorded = _RecordedCall(event)
                 self.calls.append(recorded)
                 continue
-            owner = by_id.get(call_id) or by_id.get(_top_of(events, call_id))
+            top = call_id
+            while parents.get(top) is not None:  # a nested call belongs to its top call
+                top = parents[top]
+            owner = by_id.get(top)
             if owner is None:
                 continue
             owner.events.append(event)
-            if event["event"] in ("tool.result", "tool.error") and call_id == owner.call["call_id"]:
+            if event["event"] in ("tool.result", "tool.error") and call_id == top:
                 owner.end = event
         self._next = 0
         self._lock = _thread.allocate_lock()
@@ -432,15 +437,6 @@ class _Recording:
                     f"{_shown(tool, args)}")
             self._next += 1
         return recorded
-
-
-def _top_of(events: list[dict[str, Any]], call_id: str) -> str | None:
-    """The top-level call a nested call was made inside."""
-    parents = {e["call_id"]: e.get("parent_call_id") for e in events
-               if e["event"] == "tool.call"}
-    while parents.get(call_id) is not None:
-        call_id = parents[call_id]
-    return call_id
 
 
 def _shown(tool: str, args: dict[str, Any]) -> str:
