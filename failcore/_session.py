@@ -101,7 +101,7 @@ class Session:
         self._tools: dict[str, _Tool] = {}
         self._replay = _Recording(os.fspath(replay)) if replay is not None else None
         self._trace = _trace.open_trace(trace, self.policy, "enforce",
-                                        replay=self._replay and self._replay.path) \
+                                        replay=self._replay and self._replay.source) \
             if trace is not None else None
         self._next_call = 0
         self._lock = _thread.allocate_lock()
@@ -398,6 +398,8 @@ class _Recording:
         if problems:
             raise ReplayMismatch(f"{path}: cannot replay a trace that fails verification: "
                                  f"{problems[0]}")
+        # What a replay's own trace says it was served from.
+        self.source = {"file": os.path.basename(path), "run_id": events[0].get("run_id", "")}
         self.calls: list[_RecordedCall] = []
         parents = {e["call_id"]: e.get("parent_call_id") for e in events
                    if e["event"] == "tool.call" and "call_id" in e}

@@ -182,7 +182,8 @@ class TraceWriter:
     (explicitly, or at interpreter exit).
     """
 
-    def __init__(self, path: str, start: dict[str, Any]) -> None:
+    def __init__(self, path: str, start: dict[str, Any],
+                 start_t: dict[str, Any] | None = None) -> None:
         self.path = path
         self._lock = _thread.allocate_lock()
         self._seq = 0
@@ -200,7 +201,7 @@ class TraceWriter:
             (path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
         import uuid
 
-        self.emit("run.start", {"format": FORMAT, "run_id": uuid.uuid4().hex, **start})
+        self.emit("run.start", {"format": FORMAT, "run_id": uuid.uuid4().hex, **start}, start_t)
 
     def new_call_id(self) -> str:
         with self._lock:
@@ -263,8 +264,10 @@ _registry_lock = _thread.allocate_lock()
 
 
 def open_trace(path: str | os.PathLike[str], policy: Any, mode: str,
-               replay: str | None = None) -> TraceWriter:
-    """The writer for `path`, opened (and `run.start` written) if it is not open yet."""
+               replay: dict[str, str] | None = None) -> TraceWriter:
+    """The writer for `path`, opened (and `run.start` written) if it is not open yet.
+    `replay` names the recording a replay is served from; it goes under "t", with
+    what differs between runs, so a replay's trace compares equal to its recording."""
     real = os.path.realpath(os.fspath(path))
     with _registry_lock:
         writer = _open.get(real)
@@ -277,9 +280,8 @@ def open_trace(path: str | os.PathLike[str], policy: Any, mode: str,
                      "python": ".".join(map(str, sys.version_info[:3])),
                      "policy": {"source": redact_text(policy.source), "digest": policy.digest},
                      "mode": mode, "argv": [redact_text(a) for a in sys.argv]}
-            if replay is not None:
-                start["replay"] = os.path.basename(replay)
-            writer = _open[real] = TraceWriter(real, start)
+            writer = _open[real] = TraceWriter(real, start,
+                                               {"replay": replay} if replay else None)
     return writer
 
 

@@ -593,7 +593,8 @@ def test_replay_serves_results_and_errors_without_running_tools(tmp_path, secret
 
 
 def test_a_replays_own_trace_matches_the_recording(tmp_path, secret):
-    """Replaying with a trace gives the recording's events again (diff-equal but for run.start)."""
+    """Replaying with a trace gives the recording's events again; its run.start names
+    the recording under "t" (argv differs here: the replay is this test process)."""
     path = recorded(tmp_path, secret)
     again = tmp_path / "again.jsonl"
     session = replay_session(path, [], trace=again)
@@ -603,7 +604,8 @@ def test_a_replays_own_trace_matches_the_recording(tmp_path, secret):
         session.call("read", path=str(secret / "key"))
     session.close()
     original, replayed = comparable(path), comparable(again)
-    assert replayed[0]["replay"] == "rec.jsonl"
+    assert events(again)[0]["t"]["replay"] == {"file": "rec.jsonl",
+                                               "run_id": events(path)[0]["run_id"]}
     assert original[1:] == replayed[1:]
 
 
