@@ -716,3 +716,23 @@ def test_what_a_module_does_at_import_is_the_tools_own_side_effect(tmp_path, mon
         session.call("compute")
     assert not (tmp_path / "dropped").exists()
     sys.modules.pop("noisy_module", None)
+
+
+def test_a_global_guard_in_audit_mode_only_reports_inside_a_call(tmp_path, secret):
+    """With install(mode="audit"), a global deny inside a call is a would-deny in the
+    global trace and the call goes on; the session's own deny still stops it."""
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "f").write_text("audited")
+    path = tmp_path / "g.jsonl"
+    failcore.install(policy_denying(other), mode="audit", trace=path)
+    session = Session(policy=policy_denying(secret))
+    session.register("read", read_file, metadata=READS)
+    assert session.call("read", path=str(other / "f")) == "audited"
+    with pytest.raises(SecurityError):
+        session.call("read", path=str(secret / "key"))
+    failcore.uninstall()
+    outcomes = [(e["outcome"], e["target"], e.get("call_id")) for e in events(path)
+                if e["event"] == "guard.decision" and e["outcome"] != "allow"]
+    assert outcomes == [("would-deny", str(other / "f"), None),
+                        ("deny", str(secret / "key"), "c2")]
