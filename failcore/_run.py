@@ -75,7 +75,16 @@ def _execute(body) -> int:
         raise
     except KeyboardInterrupt as exc:
         _report_uncaught(exc)
-        # Die of SIGINT as Python does, so the parent sees the real cause.
+        # Die of SIGINT as Python does, so the parent sees the real cause; and as
+        # Python does, after the atexit handlers (the trace's run.end among them).
+        import atexit
+
+        atexit._run_exitfuncs()
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         os.kill(os.getpid(), signal.SIGINT)
         return 130

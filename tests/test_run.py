@@ -86,11 +86,17 @@ def test_sys_exit_with_a_message(tmp_path):
     assert (result.returncode, result.stderr.strip()) == (1, "bye")
 
 
-def test_keyboard_interrupt_exits_by_sigint(tmp_path):
-    """KeyboardInterrupt ends the process with SIGINT, like `python script.py`."""
-    result = failcore("run", script(tmp_path, "raise KeyboardInterrupt\n"))
+def test_keyboard_interrupt_exits_by_sigint_after_atexit(tmp_path):
+    """KeyboardInterrupt ends the process with SIGINT after the atexit handlers ran
+    (the trace's run.end among them), like `python script.py`."""
+    trace = tmp_path / "t.jsonl"
+    body = "import atexit\natexit.register(print, 'atexit ran')\nraise KeyboardInterrupt\n"
+    result = failcore("run", "--trace", str(trace), script(tmp_path, body))
     assert result.returncode == -signal.SIGINT
     assert "KeyboardInterrupt" in result.stderr
+    assert result.stdout == "atexit ran\n"
+    assert trace.read_text().splitlines()[-1].startswith('{"seq":')
+    assert '"event":"run.end"' in trace.read_text().splitlines()[-1]
 
 
 def test_run_module(tmp_path):
