@@ -159,18 +159,15 @@ class Session:
             raise ToolError(f"tool {name!r} is async: use 'await session.acall(...)'")
         if self._replay is not None:
             return self._replayed(tool, kwargs)
-        call, started = self._begin(tool, kwargs)
-        token = core._call_scope.set(call)
+        call, token, started = self._begin(tool, kwargs)
         try:
             result = tool.fn(**kwargs)
         except BaseException as exc:
-            core._call_scope.reset(token)
-            error = self._failed(call, exc, started)
+            error = self._failed(call, token, exc, started)
             if error is exc:
                 raise
             raise error from exc
-        core._call_scope.reset(token)
-        return self._finished(call, result, started)
+        return self._finished(call, token, result, started)
 
     async def acall(self, name: str, /, **kwargs: Any) -> Any:
         """`call` for async code: an async tool is awaited, a sync one runs in a
@@ -178,8 +175,7 @@ class Session:
         tool = self._tool(name, kwargs)
         if self._replay is not None:
             return self._replayed(tool, kwargs)
-        call, started = self._begin(tool, kwargs)
-        token = core._call_scope.set(call)
+        call, token, started = self._begin(tool, kwargs)
         try:
             if tool.is_async:
                 result = await tool.fn(**kwargs)
@@ -188,13 +184,11 @@ class Session:
 
                 result = await asyncio.to_thread(tool.fn, **kwargs)
         except BaseException as exc:
-            core._call_scope.reset(token)
-            error = self._failed(call, exc, started)
+            error = self._failed(call, token, exc, started)
             if error is exc:
                 raise
             raise error from exc
-        core._call_scope.reset(token)
-        return self._finished(call, result, started)
+        return self._finished(call, token, result, started)
 
     def _tool(self, name: str, kwargs: dict[str, Any]) -> _Tool:
         if self._closed:
@@ -219,7 +213,8 @@ class Session:
             self._next_call += 1
             return f"c{self._next_call}"
 
-    def _begin(self, tool: _Tool, kwargs: dict[str, Any]) -> tuple[Call, float]:
+    def _begin(self, tool: _Tool, kwargs: dict[str, Any]) -> tuple[Call, Any, float]:
+        """The call made, recorded, and set in force (with the token that ends it)."""
         if not core._engaged and self._judged:
             core.engage_for_sessions()
         trace = self._current_trace()
@@ -228,10 +223,13 @@ class Session:
                     self._call_id(trace), parent, trace, self.approver)
         if trace is not None:
             _emit_call(trace, call, tool, kwargs, parent)
-        return call, time.perf_counter()
+        return call, core._call_scope.set(call), time.perf_counter()
 
-    def _failed(self, call: Call, exc: BaseException, started: float) -> BaseException:
-        """What `call` raises: the denial, if there was one, else the tool's error."""
+    def _failed(self, call: Call, token: Any, exc: BaseException,
+                started: float) -> BaseException:
+        """The call is over: what it raises is the denial, if there was one, else
+        the tool's error."""
+        core._call_scope.reset(token)
         error = exc
         denied = call.denied
         if denied is not None and isinstance(exc, Exception) and not (
@@ -241,7 +239,9 @@ class Session:
             _emit_error(call, error, started)
         return error
 
-    def _finished(self, call: Call, result: Any, started: float) -> Any:
+    def _finished(self, call: Call, token: Any, result: Any, started: float) -> Any:
+        """The call is over: the tool's result, unless the guard denied something."""
+        core._call_scope.reset(token)
         if call.denied is not None:  # the tool swallowed the denial
             error = SecurityError(call.denied)
             if call.trace is not None:
