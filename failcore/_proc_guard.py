@@ -174,21 +174,24 @@ def _guard_exec(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """os.execv(path, argv) and os.execve(path, argv, env); every exec* ends here."""
     args, kwargs = _with_guard(args, kwargs, 2)
     state = _active()
-    if state is not None and len(args) >= 2:
-        argv = _argv(args[1])
-        core._enforce(state, _judge(state, [_exec_path(args[0]), *argv[1:]]))
-    return wrapped(*args, **kwargs)
+    if state is None or len(args) < 2:
+        return wrapped(*args, **kwargs)
+    argv = _argv(args[1])
+    core._enforce(state, _judge(state, [_exec_path(args[0]), *argv[1:]]))
+    return core._call_judged("os.exec", args[0], wrapped, args, kwargs)
 
 
 def _guard_posix_spawn(search: bool):
     def guard(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
         args, kwargs = _with_guard(args, kwargs, 2)
         state = _active()
-        if state is not None and len(args) >= 2:
-            argv = _argv(args[1])
+        if state is None or len(args) < 2:
+            return wrapped(*args, **kwargs)
+        argv = _argv(args[1])
+        if not _is_popen_judged(_text(args[0]), argv):  # Popen's own spawn: judged above it
             program = _text(args[0]) if search else _exec_path(args[0])
             core._enforce(state, _judge(state, [program, *argv[1:]]))
-        return wrapped(*args, **kwargs)
+        return core._call_judged("os.posix_spawn", args[0], wrapped, args, kwargs)
 
     return guard
 
@@ -309,7 +312,19 @@ def _popen_event(args: tuple) -> tuple[list[list[str]], bool, Any]:
     return [[_text(executable), *argv[1:]] if executable is not None else argv], False, cwd
 
 
-def _exec_event(args: tuple) -> tuple[list[list[str]], bool, Any]:
+def _exec_event(event: str):
+    """Build the argvs of an `os.exec` or `os.posix_spawn` event."""
+
+    def build(args: tuple) -> tuple[list[list[str]], bool, Any]:
+        if core._is_judged(event, None, args[0]) or _is_popen_judged(_text(args[0]),
+                                                                      _argv(args[1])):
+            return [], False, None  # the very launch a patch judged
+        return _exec_candidates(args)
+
+    return build
+
+
+def _exec_candidates(args: tuple) -> tuple[list[list[str]], bool, Any]:
     """The event does not say whether a bare name is searched on PATH
     (posix_spawnp) or taken from the cwd: judge both."""
     path, rest = _text(args[0]), _argv(args[1])[1:]
@@ -351,6 +366,6 @@ def _carrying(env_at: int | None, check, lower_layer_brings_environ: bool = Fals
 HOOKS = {
     "subprocess.Popen": _carrying(3, _hook(_popen_event), lower_layer_brings_environ=True),
     "os.system": _carrying(None, _hook(lambda args: ([[_text(args[0])]], True, None))),
-    "os.exec": _carrying(2, _hook(_exec_event)),
-    "os.posix_spawn": _carrying(2, _hook(_exec_event)),
+    "os.exec": _carrying(2, _hook(_exec_event("os.exec"))),
+    "os.posix_spawn": _carrying(2, _hook(_exec_event("os.posix_spawn"))),
 }

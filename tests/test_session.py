@@ -736,3 +736,16 @@ def test_a_global_guard_in_audit_mode_only_reports_inside_a_call(tmp_path, secre
                 if e["event"] == "guard.decision" and e["outcome"] != "allow"]
     assert outcomes == [("would-deny", str(other / "f"), None),
                         ("deny", str(secret / "key"), "c2")]
+
+
+def test_each_launch_is_one_decision_in_the_trace(tmp_path):
+    """subprocess.run and os.posix_spawn are judged once each: their patch marks the
+    call, so neither the audit event nor the layer below judges it again."""
+    path = tmp_path / "t.jsonl"
+    failcore.install("proc_safe", trace=path)
+    subprocess.run(["true"], check=True)
+    os.waitpid(os.posix_spawn("/bin/true", ["true"], os.environ), 0)
+    failcore.uninstall()
+    launches = [(e["op"], e["target"]) for e in events(path) if e["event"] == "guard.decision"
+                and e["op"] == "proc.exec"]
+    assert launches == [("proc.exec", "true"), ("proc.exec", "/bin/true")]
