@@ -98,11 +98,12 @@ class Call:
         self.policy, self.metadata, self.tool, self.call_id = policy, metadata, tool, call_id
         self.parent, self.trace, self.approver = parent, trace, approver
         self.denied: Decision | None = None
-        self._approved: dict[tuple[str, str], bool] = {}
+        self._approved: dict[tuple[str, str], bool] | None = None  # made when first asked
         self._state: core._Active | None = None
         self._outer_seen: Any = None
+        # What every trace event of the call carries (only wanted with a trace).
         self.trace_fields = {"call_id": call_id, "tool": tool,
-                             "risk_level": metadata.risk_level.value}
+                             "risk_level": metadata.risk_level.value} if trace else None
 
     def state(self, global_state: core._Active | None) -> core._Active:
         """The state in force in this call, given the global one (made again
@@ -153,6 +154,8 @@ class Call:
         """Ask the approver once per operation and target; an error is a no.
         It runs outside this call, under what is in force around it."""
         key = (decision.op, decision.target)
+        if self._approved is None:
+            self._approved = {}
         if key not in self._approved:
             answer = False
             if self.approver is not None:

@@ -103,7 +103,6 @@ class Session:
         self._trace = _trace.open_trace(trace, self.policy, "enforce",
                                         replay=self._replay and self._replay.source) \
             if trace is not None else None
-        self._next_call = 0
         self._lock = _thread.allocate_lock()
         self._closed = False
         # FAILCORE_DISABLE=1 switches everything off: tools run unjudged.
@@ -206,12 +205,6 @@ class Session:
         state = core._state
         return state.trace if state is not None else None
 
-    def _call_id(self, trace: Any) -> str:
-        if trace is not None:
-            return trace.new_call_id()
-        with self._lock:
-            self._next_call += 1
-            return f"c{self._next_call}"
 
     def _begin(self, tool: _Tool, kwargs: dict[str, Any]) -> tuple[Call, Any, float]:
         """The call made, recorded, and set in force (with the token that ends it)."""
@@ -220,7 +213,8 @@ class Session:
         trace = self._current_trace()
         parent = core._call_scope.get()
         call = Call(self.policy if self._judged else None, tool.metadata, tool.name,
-                    self._call_id(trace), parent, trace, self.approver)
+                    trace.new_call_id() if trace is not None else "", parent, trace,
+                    self.approver)
         if trace is not None:
             _emit_call(trace, call, tool, kwargs, parent)
         return call, core._call_scope.set(call), time.perf_counter()
