@@ -11,16 +11,21 @@ measured at all (2).
 
 A benchmark is one function registered with `@benchmark`; it takes the
 `Config` and returns a `Row` (or a list, when one measurement feeds
-several rows). Only loopback traffic is ever made.
+several rows). Only loopback traffic is ever made, apart from the one-time
+`pip install failcore==0.1.3` (from PyPI) of the `session` benchmark's
+comparison, which `--skip-0.1.3` leaves out.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
+import logging
 import os
 import platform
+import shutil
 import socket
 import statistics
 import struct
@@ -34,7 +39,12 @@ from typing import Any, Callable, Iterator
 import failcore
 from failcore import _addresses
 
-DEFAULT_JSON = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results.json")
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_JSON = os.path.join(HERE, "results.json")
+# Where the virtual environment holding FailCore 0.1.3 (the `session` rows'
+# comparison) is made once and kept.
+DEFAULT_CACHE = os.path.join(os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+                             "failcore-benchmarks")
 
 # What the guarded side runs under: allowed by an explicit rule, so the
 # measured path is the whole allow path (judge, then call the original).
@@ -100,10 +110,17 @@ class Row:
     budget: Budget | None = None
     calls_per_round: int = 0
     notes: list[str] = field(default_factory=list)
+    unavailable: str | None = None        # why it could not be measured (no samples then)
+
+    @classmethod
+    def not_measured(cls, name: str, description: str, reason: str,
+                     budget: Budget | None = None) -> Row:
+        """A row that shows "unavailable: <reason>" in place of figures."""
+        return cls(name, description, [], None, budget, 0, unavailable=reason)
 
     @property
-    def guarded_ns(self) -> float:
-        return statistics.median(self.guarded)
+    def guarded_ns(self) -> float | None:
+        return statistics.median(self.guarded) if self.guarded else None
 
     @property
     def unguarded_ns(self) -> float | None:
@@ -111,12 +128,18 @@ class Row:
 
     @property
     def ratio(self) -> float | None:
-        base = self.unguarded_ns
-        return self.guarded_ns / base if base else None
+        base, guarded = self.unguarded_ns, self.guarded_ns
+        return guarded / base if base and guarded is not None else None
+
+    @property
+    def extra_ns(self) -> float | None:
+        """Time above the unguarded call (the difference of the medians)."""
+        base, guarded = self.unguarded_ns, self.guarded_ns
+        return guarded - base if base is not None and guarded is not None else None
 
     @property
     def ok(self) -> bool | None:
-        return self.budget.holds(self) if self.budget else None
+        return self.budget.holds(self) if self.budget and self.guarded else None
 
     def to_dict(self) -> dict[str, Any]:
         paired = ([g / u for g, u in zip(self.guarded, self.unguarded)]
@@ -126,6 +149,7 @@ class Row:
             "description": self.description,
             "unguarded_ns": _round(self.unguarded_ns),
             "guarded_ns": _round(self.guarded_ns),
+            "extra_ns": _round(self.extra_ns),
             "ratio": _round(self.ratio, 4),
             "budget": None if self.budget is None else {
                 "kind": self.budget.kind, "limit": self.budget.limit,
@@ -138,6 +162,7 @@ class Row:
             },
             "ratio_per_round": [_round(r, 4) for r in paired] if paired else None,
             "notes": self.notes,
+            "unavailable": self.unavailable,
         }
 
 
@@ -168,6 +193,8 @@ class Config:
     rounds: int
     block_s: float
     quick: bool
+    cache_dir: str = DEFAULT_CACHE  # where the FailCore 0.1.3 venv is kept
+    pypi_baseline: bool = True      # measure FailCore 0.1.3 (installed from PyPI once)
 
 
 class GuardNotActive(RuntimeError):
@@ -245,6 +272,26 @@ def compare(cfg: Config, block: Block, policy: failcore.Policy) -> tuple[list[fl
             with sides[name]:
                 samples[name].append(_timed(block, n))
     return samples["unguarded"], samples["guarded"], n
+
+
+def compare_calls(cfg: Config, bare: Block, wrapped: Block) -> tuple[list[float], list[float],
+                                                                   int, int]:
+    """Alternate two blocks that need no install() (a function bare, and called
+    through something); per-call ns of each round, and calls per block of each.
+
+    Each side is calibrated on its own, so both blocks last about `block_s`
+    however far apart their per-call times are. Each side runs once, untimed,
+    first (warm caches).
+    """
+    blocks = (bare, wrapped)
+    counts = (_calibrate(bare, cfg.block_s), _calibrate(wrapped, cfg.block_s))
+    for block, n in zip(blocks, counts):
+        block(max(1, n // 10))
+    samples: tuple[list[float], list[float]] = ([], [])
+    for i in range(cfg.rounds):
+        for side in ((0, 1) if i % 2 == 0 else (1, 0)):
+            samples[side].append(_timed(blocks[side], counts[side]))
+    return samples[0], samples[1], counts[0], counts[1]
 
 
 def measure(cfg: Config, block: Block, *, cap: int | None = None,
@@ -448,6 +495,239 @@ def bench_stat(cfg: Config) -> Row:
                notes=["SPEC §9: untouched; the ratio is the noise of the run"])
 
 
+# -- sessions (SPEC §9: Session.call with trace on <= 25 us above the bare function) --
+
+
+def _lookup(query: str, limit: int = 10) -> dict[str, Any]:
+    """The session rows' tool: pure, two keyword arguments, a small dict back.
+    (Not `key=`: a key named like a secret is redacted in the trace, which is
+    not the common path.)"""
+    return {"query": query, "n": limit}
+
+
+def _read_file(path: str) -> str:
+    """The guarded-operation tool: one open() and read of a small file."""
+    with open(path, encoding="utf-8") as f:
+        return f.read()
+
+
+_PURE_TOOL = failcore.ToolMetadata(risk_level=failcore.RiskLevel.LOW,
+                                   side_effect=failcore.SideEffect.NONE,
+                                   default_policy=failcore.DefaultPolicy.BLOCK)
+_READ_TOOL = failcore.ToolMetadata(risk_level=failcore.RiskLevel.LOW,
+                                   side_effect=failcore.SideEffect.FS_READ,
+                                   default_policy=failcore.DefaultPolicy.BLOCK)
+
+
+def _trace_calls(path: str) -> int | None:
+    """How many tool calls a closed trace records (its `run.end` line)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, os.path.getsize(path) - 4096))
+            return int(json.loads(f.read().splitlines()[-1])["calls"])
+    except (OSError, ValueError, KeyError, IndexError):
+        return None
+
+
+def _session_row(cfg: Config, name: str, description: str, trace: str | None, tool: str,
+                 fn: Callable[..., Any], metadata: failcore.ToolMetadata,
+                 kwargs: dict[str, Any], budget: Budget | None,
+                 denied: dict[str, Any] | None = None) -> Row:
+    """`session.call(tool, **kwargs)` against `fn(**kwargs)`, in a session of its own.
+    `denied`: arguments the session must refuse (a check that the guard is on)."""
+    notes = []
+    session = failcore.Session(policy="agent_safe", trace=trace)
+    try:
+        session.register(tool, fn, metadata=metadata)
+        result = session.call(tool, **kwargs)
+        if result != fn(**kwargs):
+            raise RuntimeError(f"Session.call({tool!r}) returned {result!r}, not the tool's "
+                               f"result")
+        if denied is not None:
+            log = logging.getLogger("failcore")  # the denial is expected: not on stderr
+            was_disabled, log.disabled = log.disabled, True
+            try:
+                session.call(tool, **denied)
+            except failcore.SecurityError:
+                pass
+            else:
+                notes.append(f"WARNING: the session did not deny {tool}({denied}): the "
+                             f"guard is not judging this tool's operations")
+                print(f"  session: {notes[-1]}", file=sys.stderr)
+            finally:
+                log.disabled = was_disabled
+        call = session.call
+        bare, wrapped, n_bare, n = compare_calls(
+            cfg, _repeat_block(lambda: fn(**kwargs)),
+            _repeat_block(lambda: call(tool, **kwargs)))
+    finally:
+        session.close()
+    notes.append(f"bare side: {n_bare} calls per round")
+    if trace is not None:
+        size, calls = os.path.getsize(trace), _trace_calls(trace)
+        per_call = f", {size / calls:.0f} bytes per call" if calls else ""
+        notes.append(f"trace: {size} bytes for {calls} calls{per_call}")
+    return Row(name, description, wrapped, bare, budget, n, notes)
+
+
+@benchmark("session")
+def bench_session(cfg: Config) -> list[Row]:
+    """Session.call against the bare tool function, trace off and on, and the
+    same with FailCore 0.1.3 (from PyPI, in a venv of its own), side by side."""
+    kwargs = {"query": "a", "limit": 3}
+    with tempfile.TemporaryDirectory(prefix="failcore-bench-session-") as root:
+        note = os.path.join(root, "note.txt")
+        with open(note, "w", encoding="utf-8") as f:
+            f.write("hello\n")
+        secret = os.path.join(root, ".env")  # agent_safe denies reading any .env
+        with open(secret, "w", encoding="utf-8") as f:
+            f.write("TOKEN=not-a-real-one\n")
+        ours = [
+            _session_row(cfg, "Session.call, trace off", "Session(policy='agent_safe')"
+                         ".call('lookup', ...) vs lookup(...) bare", None, "lookup", _lookup,
+                         _PURE_TOOL, kwargs, None),
+            _session_row(cfg, "Session.call, trace on", "the same, with trace= a file "
+                         "(2 events a call, each written and flushed)",
+                         os.path.join(root, "trace-on.jsonl"), "lookup", _lookup, _PURE_TOOL,
+                         kwargs, Budget.extra_ns(25_000)),
+            _session_row(cfg, "Session.call + file read, trace on", "a tool (FS_READ) that "
+                         "opens and reads a small file, judged by the guard, vs bare",
+                         os.path.join(root, "read-trace-on.jsonl"), "read_file", _read_file,
+                         _READ_TOOL, {"path": note}, None, denied={"path": secret}),
+        ]
+    failcore.uninstall()  # a session's first call engaged the guard; leave it as found
+    ours[2].notes.append("informational; the bare read pays the guard's idle hooks too "
+                         "(engaged since the session's first call)")
+    theirs = _failcore013_rows(cfg)
+    for mine, other in zip(ours, theirs):
+        if mine.extra_ns and other.extra_ns is not None:
+            other.notes.insert(0, f"{other.extra_ns / mine.extra_ns:.1f}x our time above bare "
+                                  f"({_fmt_extra(other.extra_ns)} vs {_fmt_extra(mine.extra_ns)})")
+    return [row for pair in zip(ours, theirs) for row in pair]
+
+
+# -- FailCore 0.1.3, from PyPI, in a virtual environment of its own ------------------------
+
+# 0.1.3 installs under the import name `failcore` too, so it runs in its own
+# interpreter: benchmarks/failcore013.py, in a venv made here once (pip
+# install from PyPI, the wheel pinned by its hash) and kept in the cache dir.
+BASELINE_VERSION = "0.1.3"
+BASELINE_REQUIREMENT = ("failcore==0.1.3 --hash=sha256:"
+                        "78f5415b18c5b31b5a573119918ec2789b42f4e9c462b6536514697375d9bccf")
+BASELINE_SCRIPT = os.path.join(HERE, "failcore013.py")
+BASELINE_ROWS = (
+    ("trace_off", "FailCore 0.1.3: Session.call, trace off",
+     "0.1.3's Session(trace=None, validator=combined_safe(strict=True)).call vs bare"),
+    ("trace_on", "FailCore 0.1.3: Session.call, trace on",
+     "the same, with trace= a file"),
+    ("read_trace_on", "FailCore 0.1.3: Session.call + file read, trace on",
+     "0.1.3, read_file (SideEffect.FS: path checked against its sandbox) vs bare"),
+)
+
+
+class _Unavailable(Exception):
+    """FailCore 0.1.3 could not be installed or measured; the message says why."""
+
+
+def _base_python() -> str:
+    """The interpreter this one's virtual environment was made from. (Python
+    3.10 reports the venv's own python as `sys._base_executable`.)"""
+    base = getattr(sys, "_base_executable", sys.executable)
+    if sys.prefix != sys.base_prefix:
+        version = f"python{sys.version_info[0]}.{sys.version_info[1]}"
+        candidate = os.path.join(sys.base_prefix, "bin", version)
+        if os.path.realpath(os.path.dirname(base)) == os.path.realpath(
+                os.path.dirname(sys.executable)) and os.path.exists(candidate):
+            return candidate
+    return base
+
+
+def _step(what: str, argv: list[str], timeout: float, **kwargs: Any) -> str:
+    """Run one step; its stdout, or _Unavailable with the last line it printed."""
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kwargs)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise _Unavailable(f"{what}: {exc}") from None
+    if done.returncode != 0:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()] or \
+            [line.strip() for line in done.stdout.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("ERROR")]  # pip's own
+        why = (errors or lines or [""])[0 if errors else -1]
+        raise _Unavailable(f"{what} failed (exit {done.returncode})" + (f": {why}" if why else ""))
+    return done.stdout
+
+
+def _baseline_python(cache_dir: str) -> str:
+    """<cache_dir>/failcore-0.1.3-pyX.Y-venv with FailCore 0.1.3 from PyPI and
+    nothing else; made on first use and kept. Its python."""
+    version = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    venv = os.path.join(os.path.abspath(cache_dir), f"failcore-{BASELINE_VERSION}-py{version}-venv")
+    python = os.path.join(venv, "bin", "python")
+    ready = os.path.join(venv, ".failcore-benchmarks-ready")
+    if os.path.exists(ready) and os.path.exists(python):
+        return python
+    print(f"  session: making {venv} (pip install failcore=={BASELINE_VERSION}, once) ...",
+          file=sys.stderr, flush=True)
+    if os.path.isdir(venv):  # left half-made by an earlier run
+        shutil.rmtree(venv)
+    try:
+        os.makedirs(os.path.dirname(venv), exist_ok=True)
+    except OSError as exc:
+        raise _Unavailable(f"cannot create {os.path.dirname(venv)}: {exc}") from None
+    env = _clean_env()
+    _step("python -m venv", [_base_python(), "-m", "venv", venv], 300, env=env)
+    requirements = os.path.join(venv, "requirements.txt")
+    with open(requirements, "w", encoding="utf-8") as f:
+        f.write(BASELINE_REQUIREMENT + "\n")
+    _step(f"pip install failcore=={BASELINE_VERSION}",
+          [python, "-m", "pip", "install", "--disable-pip-version-check", "--no-input",
+           "--only-binary=:all:", "--require-hashes", "-r", requirements], 900, env=env)
+    open(ready, "w").close()
+    return python
+
+
+def _failcore013_rows(cfg: Config) -> list[Row]:
+    """The 0.1.3 rows: measured by failcore013.py in 0.1.3's venv, or "unavailable"."""
+    if not cfg.pypi_baseline:
+        return [Row.not_measured(name, description, "skipped (--skip-0.1.3)")
+                for _, name, description in BASELINE_ROWS]
+    try:
+        python = _baseline_python(cfg.cache_dir)
+        with tempfile.TemporaryDirectory(prefix="failcore-0.1.3-bench-") as root:
+            root = os.path.realpath(root)
+            # 0.1.3 writes .failcore/ (session manifests, a SQLite cost
+            # database) under its project root: the temp dir, as cwd and as
+            # FAILCORE_PROJECT_ROOT (HOME too, its fallback). No OTEL_*: it
+            # would export spans.
+            env = {k: v for k, v in _clean_env(FAILCORE_PROJECT_ROOT=root, HOME=root).items()
+                   if not k.startswith("OTEL_")}
+            out = _step("the FailCore 0.1.3 measurement",
+                        [python, "-I", BASELINE_SCRIPT, "--root", root,
+                         "--rounds", str(cfg.rounds), "--block-s", str(cfg.block_s)],
+                        60 + cfg.rounds * cfg.block_s * 6 * 20, cwd=root, env=env)
+        report = json.loads(out)
+    except (_Unavailable, ValueError) as exc:
+        reason = str(exc) if isinstance(exc, _Unavailable) else f"bad output: {exc}"
+        print(f"  session: FailCore {BASELINE_VERSION} unavailable: {reason}", file=sys.stderr)
+        return [Row.not_measured(name, description, reason)
+                for _, name, description in BASELINE_ROWS]
+    rows = []
+    for key, name, description in BASELINE_ROWS:
+        result = report["results"][key]
+        notes = [f"failcore {report['failcore']} on Python {report['python']}, in "
+                 f"{os.path.dirname(os.path.dirname(python))}",
+                 f"bare side: {result['bare_calls_per_round']} calls per round"]
+        if "trace_bytes" in result:
+            size, calls = result["trace_bytes"], result.get("trace_calls")
+            per_call = f", {size / calls:.0f} bytes per call" if calls else ""
+            notes.append(f"trace: {size} bytes for {calls} calls{per_call}")
+        if result.get("checks"):
+            notes.append(f"guard check: {result['checks']}")
+        rows.append(Row(name, description, result["session"], result["bare"], None,
+                        result["session_calls_per_round"], notes))
+    return rows
+
+
 @benchmark("connect-fresh")
 def bench_connect_fresh(cfg: Config) -> list[Row]:
     """What the in-process `connect` row cannot see: the audit hook stays once added.
@@ -597,28 +877,42 @@ def _child_main(mode: str, n: int) -> int:
 # -- output ----------------------------------------------------------------------
 
 
+def _fmt_extra(ns: float | None) -> str:
+    if ns is None:
+        return "-"
+    return ("+" if ns >= 0 else "-") + _fmt_ns(abs(ns))
+
+
 def _table(rows: list[Row]) -> str:
-    header = ("benchmark", "unguarded", "guarded", "ratio", "budget", "ok?")
+    header = ("benchmark", "unguarded", "guarded", "above", "ratio", "budget", "ok?")
     lines = [header]
     for row in rows:
+        if row.unavailable is not None:
+            continue
         ok = row.ok
         lines.append((
             row.name,
             _fmt_ns(row.unguarded_ns),
             _fmt_ns(row.guarded_ns),
+            _fmt_extra(row.extra_ns),
             "-" if row.ratio is None else f"{row.ratio:.3f}x",
             row.budget.text() if row.budget else "-",
             "-" if ok is None else ("yes" if ok else "NO"),
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    left = {0, 4}
+    widths[0] = max(widths[0], *(len(row.name) for row in rows))
+    left = {0, 5}
 
     def fmt(line: tuple[str, ...]) -> str:
         return "  ".join(cell.ljust(w) if i in left else cell.rjust(w)
                          for i, (cell, w) in enumerate(zip(line, widths))).rstrip()
 
-    rule = "  ".join("-" * w for w in widths)
-    return "\n".join([fmt(lines[0]), rule, *(fmt(line) for line in lines[1:])])
+    out = [fmt(lines[0]), "  ".join("-" * w for w in widths)]
+    measured = iter(lines[1:])
+    for row in rows:
+        out.append(f"{row.name.ljust(widths[0])}  unavailable: {row.unavailable}"
+                   if row.unavailable is not None else fmt(next(measured)))
+    return "\n".join(out)
 
 
 def _environment(cfg: Config) -> dict[str, Any]:
@@ -650,6 +944,11 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
                         help="exit 1 if a budget is exceeded (default: always exit 0)")
     parser.add_argument("--only", metavar="NAME", action="append", choices=list(BENCHMARKS),
                         help="run only this benchmark (repeatable)")
+    parser.add_argument("--cache-dir", metavar="DIR", default=DEFAULT_CACHE,
+                        help="where the FailCore 0.1.3 venv of the session rows is kept "
+                             "(default: %(default)s)")
+    parser.add_argument("--skip-0.1.3", dest="pypi_baseline", action="store_false",
+                        help="do not install or measure FailCore 0.1.3 (session rows)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--number", type=int, default=1000, help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -668,6 +967,7 @@ def main(argv: list[str] | None = None) -> int:
         return _child_main(args.child, args.number)
     cfg = (Config(rounds=5, block_s=0.03, quick=True) if args.quick
            else Config(rounds=15, block_s=0.15, quick=False))
+    cfg = dataclasses.replace(cfg, cache_dir=args.cache_dir, pypi_baseline=args.pypi_baseline)
     names = args.only or list(BENCHMARKS)
     started = time.perf_counter()
     try:
