@@ -132,7 +132,7 @@ def _enforce(state: core._Active, decision: Decision | None) -> bool:
 
 def _active() -> core._Active | None:
     state = core._current()
-    if state is None or not state.policy.filesystem.restricts:
+    if state is None or not state.judges_files:
         return None
     return state
 
@@ -192,7 +192,7 @@ def _guard_open(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     """open(file, mode='r', buffering=-1, encoding=None, errors=None, newline=None,
     closefd=True, opener=None): `builtins.open` and `io.open`."""
     state = core._current()
-    if state is None or not state.policy.filesystem.restricts:
+    if state is None or not state.judges_files:
         return wrapped(*args, **kwargs)
     if args:
         file = args[0]
@@ -388,7 +388,7 @@ def _hook_open(state: core._Active, args: tuple) -> None:
     if token is not None and token[0] == "open" and token[2] is path:
         _judged.set(None)
         return
-    if not state.policy.filesystem.restricts:
+    if not state.judges_files:
         return
     op = "fs.write" if type(flags) is not int or flags & _WRITE_FLAGS else "fs.read"
     if args[1] is None and isinstance(path, (str, bytes)) and not os.fsdecode(path).startswith("/"):
@@ -419,7 +419,7 @@ def _hook(event: str, op: str, *paths: tuple[int, int | None, Any], op2: str | N
     is the op for the second path when it differs."""
 
     def check(state: core._Active, args: tuple) -> None:
-        if not state.policy.filesystem.restricts:
+        if not state.judges_files:
             return
         if event.startswith("os.") and core._is_judged(event, None, args[0]):
             return
@@ -436,7 +436,7 @@ def _hook(event: str, op: str, *paths: tuple[int, int | None, Any], op2: str | N
 
 def _hook_symlink(state: core._Active, args: tuple) -> None:
     """os.symlink(src, dst, dir_fd)."""
-    if not state.policy.filesystem.restricts or core._is_judged("os.symlink", None, args[0]):
+    if not state.judges_files or core._is_judged("os.symlink", None, args[0]):
         return
     try:
         src, dst = _event_path(args[0]), _event_path(args[1])
@@ -450,7 +450,7 @@ def _hook_sqlite(state: core._Active, args: tuple) -> None:
     """sqlite3.connect(database): a database file is created and written. A
     `file:` name is judged as the URI's path too (with uri=True it is one)."""
     database = args[0] if args else None
-    if not state.policy.filesystem.restricts or database in (None, "", ":memory:", b"",
+    if not state.judges_files or database in (None, "", ":memory:", b"",
                                                              b":memory:"):
         return
     paths = [(database, None, True)]

@@ -45,10 +45,14 @@ class _Active:
     """What is in force: read once per intercepted call, replaced whole."""
 
     __slots__ = ("policy", "mode", "decided", "opened", "child_env", "trace", "call",
-                 "exec_subject")
+                 "exec_subject", "judges_files", "judges_launches")
 
-    def __init__(self, policy: Policy, mode: Mode) -> None:
+    def __init__(self, policy: Policy, mode: Mode, trace: Any = None) -> None:
         self.policy, self.mode = policy, mode
+        # Which areas are intercepted: what the policy restricts, and everything
+        # when there is a trace (it records every decision, allows included).
+        self.judges_files = trace is not None or policy.filesystem.restricts
+        self.judges_launches = trace is not None or policy.process.restricts
         # (op, family, exact address) -> (names version, decision): the hot path
         # for repeated connects to the same literal address.
         self.decided: dict[tuple, tuple[int, Decision]] = {}
@@ -57,7 +61,7 @@ class _Active:
         self.opened: dict[tuple, Decision | None] = {}
         # FAILCORE_* for children, made on the first launch (see _children).
         self.child_env: dict[str, str] | None = None
-        self.trace: Any = None  # the TraceWriter decisions are recorded in, if any
+        self.trace = trace  # the TraceWriter decisions are recorded in, if any
         self.call: Any = None  # inside a tool call: its _scope.Call
         # (decision, argv, shell) of the last launch judged, for the trace.
         self.exec_subject: tuple | None = None
@@ -964,18 +968,17 @@ def install(policy: Policy | str | os.PathLike[str] | Any = None, *,
         if chosen is Mode.OFF:
             _deactivate()
             return compiled
-        state = _Active(compiled, chosen)
         previous = _state.trace if _state is not None else None
+        writer = previous
         if trace is not None:
             from . import _trace
 
             try:
-                state.trace = _trace.open_trace(trace, compiled, chosen.value)
+                writer = _trace.open_trace(trace, compiled, chosen.value)
             except OSError as exc:
                 raise PolicyError(f"{trace_key}: cannot write the trace {os.fspath(trace)}: "
                                   f"{exc.strerror}", key=trace_key) from None
-        else:
-            state.trace = previous
+        state = _Active(compiled, chosen, writer)
         _engage(compiled.restricts)
         _state = state
         if previous is not None and trace is not None:

@@ -94,7 +94,7 @@ def _is_popen_judged(program: str, argv: list[str]) -> bool:
 def _active() -> core._Active | None:
     """The state in force when launches must be judged (not only carry the guard)."""
     state = core._current()
-    if state is None or not state.policy.process.restricts:
+    if state is None or not state.judges_launches:
         return None
     return state
 
@@ -288,7 +288,7 @@ def _hook(build):
     it is a shell line, and the child's working directory."""
 
     def check(state: core._Active, args: tuple) -> None:
-        if not state.policy.process.restricts:
+        if not state.judges_launches:
             return
         try:
             candidates, shell, cwd = build(args)

@@ -112,11 +112,11 @@ class Call:
         if self.policy is None:  # FAILCORE_DISABLE=1: the session judges nothing
             return outer
         if self._state is None or self._outer_seen is not outer:
-            state = core._Active(CallPolicy(self, outer), Mode.ENFORCE)
+            state = core._Active(CallPolicy(self, outer), Mode.ENFORCE, self.trace)
             # Decisions here depend on who asks (the import system's reads are
             # the interpreter's own): nothing is remembered between operations.
             state.decided, state.opened = _NoMemo(), _NoMemo()
-            state.trace, state.call = self.trace, self
+            state.call = self
             self._state, self._outer_seen = state, outer
         return self._state
 

@@ -749,3 +749,25 @@ def test_each_launch_is_one_decision_in_the_trace(tmp_path):
     launches = [(e["op"], e["target"]) for e in events(path) if e["event"] == "guard.decision"
                 and e["op"] == "proc.exec"]
     assert launches == [("proc.exec", "true"), ("proc.exec", "/bin/true")]
+
+
+def test_a_trace_records_operations_the_policy_does_not_restrict(tmp_path):
+    """With a trace, files and launches are judged and recorded even under a policy
+    that restricts only the network, so `trace check` can re-judge them."""
+    path = tmp_path / "t.jsonl"
+    failcore.install("net_safe", trace=path)
+    (tmp_path / "f").write_text("x")
+    subprocess.run(["true"], check=True)
+    failcore.uninstall()
+    recorded = {(e["op"], e["target"], e["outcome"]) for e in events(path)
+                if e["event"] == "guard.decision"}
+    assert ("fs.write", str(tmp_path / "f"), "allow") in recorded
+    assert ("proc.exec", "true", "allow") in recorded
+    result = subprocess.run([sys.executable, "-m", "failcore", "trace", "check", str(path),
+                             "--policy", "proc_safe"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout  # proc_safe allows `true`
+    strict = tmp_path / "strict.toml"
+    strict.write_text('version = 1\n[process]\ndefault = "deny"\n')
+    result = subprocess.run([sys.executable, "-m", "failcore", "trace", "check", str(path),
+                             "--policy", str(strict)], capture_output=True, text=True)
+    assert result.returncode == 1 and "true" in result.stdout, result.stdout
