@@ -1,7 +1,8 @@
 """The `failcore` command line: `main(argv) -> int`.
 
 Exit codes: the script's own for `run`; 0 ok; 1 a denied operation
-(`explain`); 2 usage; 78 a bad policy or configuration.
+(`explain`), or findings (`trace verify|diff|check`), or a trace that cannot
+be read; 2 usage; 78 a bad policy or configuration.
 """
 
 from __future__ import annotations
@@ -20,14 +21,19 @@ from ._processes import locate
 from ._types import Decision
 
 EXIT_OK, EXIT_DENIED, EXIT_USAGE, EXIT_CONFIG = 0, 1, 2, 78
+EXIT_FINDINGS = EXIT_DENIED  # trace verify, diff, check found something
 
 USAGE = """\
-usage: failcore run [--policy P] [--mode M] script.py|-m module [args...]
+usage: failcore run [--policy P] [--mode M] [--trace T] script.py|-m module [args...]
        failcore policy check P
        failcore policy show P [--json]
        failcore explain [--policy P] [--json] connect HOST[:PORT]|URL
        failcore explain [--policy P] [--json] open PATH [--write]
        failcore explain [--policy P] [--json] exec CMD [ARGS...]
+       failcore trace show T [--denied] [--json]
+       failcore trace verify T [--json]
+       failcore trace diff A B [--json]
+       failcore trace check T --policy P [--json]
 """
 
 
@@ -46,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return EXIT_OK if args else EXIT_USAGE
     command, rest = args[0], args[1:]
-    handlers = {"run": _cmd_run, "policy": _cmd_policy, "explain": _cmd_explain}
+    handlers = {"run": _cmd_run, "policy": _cmd_policy, "explain": _cmd_explain,
+                "trace": _cmd_trace}
     if command in ("--version", "version"):
         from . import __version__
         print(f"failcore {__version__}")
@@ -96,8 +103,6 @@ def _cmd_run(args: list[str]) -> int:
             break
     if module is None and not args:
         raise _UsageError("run needs a script or -m module")
-    if "trace" in options:
-        raise _UsageError("--trace is not available in this version")
     script = None if module is not None else args.pop(0)
     if script is not None and not os.path.isfile(script):
         _error(f"can't open file {script!r}: no such file")
@@ -106,6 +111,10 @@ def _cmd_run(args: list[str]) -> int:
     from . import _run
     from ._guard import install
 
+    # The trace's run.start records the program's argv, as it will see it,
+    # not failcore's own options (the trace's path among them).
+    sys.argv = [script if script is not None else module, *args]
+
     code = None
     if script is not None:
         try:
@@ -113,7 +122,7 @@ def _cmd_run(args: list[str]) -> int:
         except SyntaxError as exc:  # as Python reports it: no traceback, exit 1
             _run._report_uncaught(exc)
             return 1
-    install(options.get("policy"), mode=options.get("mode"))
+    install(options.get("policy"), mode=options.get("mode"), trace=options.get("trace"))
     if code is None:
         return _run.run_module(module, args)
     return _run.run_script(script, code, args)
@@ -267,7 +276,7 @@ def _port(text: str, target: str) -> int:
 
 def _print_decisions(target: str, policy: Policy, decisions: list[Decision], allowed: bool,
                      note: str) -> None:
-    colour = sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+    colour = _colour()
 
     def paint(text: str, code: str) -> str:
         return f"\033[{code}m{text}\033[0m" if colour else text
@@ -283,6 +292,141 @@ def _print_decisions(target: str, policy: Policy, decisions: list[Decision], all
         print(f"  note: {note}")
     verdict = paint("allowed", "32;1") if allowed else paint("denied", "31;1")
     print(f"verdict: {verdict}")
+
+
+# -- trace -------------------------------------------------------------------
+
+
+def _cmd_trace(args: list[str]) -> int:
+    """`trace show|verify|diff|check`. A trace that cannot be read is exit 1:
+    it is data, not configuration (78), and for verify it is not intact."""
+    from . import _trace_read
+
+    if not args or args[0] not in ("show", "verify", "diff", "check"):
+        raise _UsageError("trace needs show, verify, diff or check")
+    action, rest = args[0], args[1:]
+    parser = _parser(f"failcore trace {action}")
+    parser.add_argument("--json", action="store_true")
+    if action == "diff":
+        parser.add_argument("a")
+        parser.add_argument("b")
+    else:
+        parser.add_argument("trace")
+    if action == "show":
+        parser.add_argument("--denied", action="store_true")
+    if action == "check":
+        parser.add_argument("--policy", required=True)
+    ns = _parse(parser, rest)
+    paths = [ns.a, ns.b] if action == "diff" else [ns.trace]
+    policy = Policy.load(ns.policy) if action == "check" else None  # 78 before any reading
+    traces = []
+    for path in paths:
+        try:
+            traces.append(_trace_read.read(path))
+        except (OSError, ValueError) as exc:
+            message = f"{path}: cannot read the trace: {exc.strerror or exc}" \
+                if isinstance(exc, OSError) else f"{path}: not a trace: {exc}"
+            if action == "verify" and ns.json:
+                _print_json({"ok": False, "trace": path, "events": 0, "problems": [message]})
+            else:
+                _error(message)
+            return EXIT_FINDINGS
+    if action == "show":
+        return _trace_show(traces[0], ns.denied, ns.json)
+    if action == "verify":
+        return _trace_verify(paths[0], traces[0], ns.json)
+    for path, events in zip(paths, traces):  # diff and check still work, but say so
+        problems = _trace_read.verify(events)
+        if problems:
+            _error(f"warning: {path} fails verification ({problems[0]}"
+                   f"{f'; {len(problems) - 1} more' if len(problems) > 1 else ''})")
+    if action == "diff":
+        return _trace_diff(paths, traces, ns.json)
+    return _trace_check(paths[0], traces[0], policy, ns.json)
+
+
+def _colour() -> bool:
+    return sys.stdout.isatty() and not os.environ.get("NO_COLOR")
+
+
+def _trace_show(events: list[Any], denied: bool, as_json: bool) -> int:
+    """--json prints one JSON array of the events as recorded (like every
+    --json here, one document), --denied keeps denials and their calls."""
+    from . import _trace_read
+
+    if denied:
+        events = _trace_read.denied(events)
+    if as_json:
+        print(json.dumps([dict(e) for e in events], indent=2))
+    else:
+        for line in _trace_read.show(events, colour=_colour()):
+            print(line)
+    return EXIT_OK
+
+
+def _trace_verify(path: str, events: list[Any], as_json: bool) -> int:
+    from . import _trace_read
+
+    problems = _trace_read.verify(events)
+    if as_json:
+        _print_json({"ok": not problems, "trace": path, "events": len(events),
+                     "problems": problems})
+    elif problems:
+        for problem in problems:
+            print(f"{path}: {problem}")
+    else:
+        print(f"ok: {path} is intact ({len(events)} events, run.start to run.end, "
+              f"every line chained to the one before)")
+    return EXIT_FINDINGS if problems else EXIT_OK
+
+
+def _trace_diff(paths: list[str], traces: list[list[Any]], as_json: bool) -> int:
+    from . import _trace_read
+
+    found = _trace_read.diff(*traces)
+    if as_json:
+        _print_json({"same": found is None, "a": paths[0], "b": paths[1],
+                     "ignored": list(_trace_read.IGNORED),
+                     "difference": found.to_dict() if found is not None else None})
+    elif found is None:
+        print(f"same: {paths[0]} and {paths[1]} record the same run ({len(traces[0])} events; "
+              f"times, the run id and the chain set aside)")
+    else:
+        print(f"A = {paths[0]}\nB = {paths[1]}\nfirst difference: {found.describe()}")
+    return EXIT_OK if found is None else EXIT_FINDINGS
+
+
+def _trace_check(path: str, events: list[Any], policy: Any, as_json: bool) -> int:
+    from . import _trace_read
+
+    result = _trace_read.check(events, policy)
+    if as_json:
+        _print_json({"trace": path, "policy": policy.source, "digest": policy.digest,
+                     "judged": result.judged,
+                     "changes": [c.to_dict() for c in result.changes],
+                     "not_rejudged": [n.to_dict() for n in result.not_rejudged]})
+        return EXIT_FINDINGS if result.changes else EXIT_OK
+    colour = _colour()
+
+    def paint(text: str, code: str) -> str:
+        return f"\033[{code}m{text}\033[0m" if colour else text
+
+    print(f"{path} under {policy.source} (sha256 {policy.digest[:16]}): {result.judged} "
+          f"decisions re-judged, {len(result.changes)} would change")
+    if result.changes:
+        rows = [(str(c.seq), f"{c.call_id} {c.tool}" if c.call_id else "-",
+                 f"{c.recorded} -> {c.action.upper()}") for c in result.changes]
+        widths = [max(len(r[i]) for r in rows) for i in range(3)]
+        for row, change in zip(rows, result.changes):
+            cells = [row[0].rjust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2])]
+            cells[2] = paint(cells[2], "32" if change.action == "allow" else "31")
+            print(f"  {'  '.join(cells)}  {change.op} {change.target} [{change.rule}] "
+                  f"{change.reason}")
+    if result.not_rejudged:
+        print(f"not re-judged ({len(result.not_rejudged)}, never a change):")
+        for item in result.not_rejudged:
+            print(f"  seq {item.seq}  {item.op} {item.target} [{item.rule}]: {item.why}")
+    return EXIT_FINDINGS if result.changes else EXIT_OK
 
 
 # -- helpers -----------------------------------------------------------------
