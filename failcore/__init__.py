@@ -11,19 +11,7 @@ from . import presets
 from ._errors import PolicyError, ReplayMismatch, SecurityError, ToolError
 from ._guard import install, installed_mode, installed_policy, uninstall
 from ._policy import Policy
-from ._types import (Action, Decision, DefaultPolicy, Mode, RiskLevel, SideEffect,
-                     ToolMetadata)
-
-
-def __getattr__(name: str):
-    # Sessions load on first use: the interpreter start-up path stays short.
-    if name in ("Session", "ApprovalRequest"):
-        from . import _scope, _session
-
-        value = getattr(_session, name, None) or getattr(_scope, name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'failcore' has no attribute {name!r}")
+from ._types import Action, Decision, Mode
 
 __version__ = "0.1.0"
 
@@ -49,3 +37,21 @@ __all__ = [
     "presets",
     "uninstall",
 ]
+
+# Loaded when first used, not at interpreter start-up (SPEC §9).
+_LAZY = {"Session": "_session", "ApprovalRequest": "_scope", "ToolMetadata": "_tools",
+         "RiskLevel": "_tools", "SideEffect": "_tools", "DefaultPolicy": "_tools"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'failcore' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

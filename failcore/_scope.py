@@ -17,14 +17,15 @@ import os
 import sys
 
 from . import _guard as core
-from ._types import Action, Decision, DefaultPolicy, Mode, SideEffect
+from ._tools import DefaultPolicy, SideEffect
+from ._types import Action, Decision, Mode
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from typing import Any, Callable
 
     from ._policy import Policy
-    from ._types import ToolMetadata
+    from ._tools import ToolMetadata
 
 _READS = ("fs.read", "fs.list")
 _FROZEN_IMPORT = ("<frozen importlib._bootstrap", "<frozen zipimport")

@@ -21,7 +21,8 @@ from . import _trace
 from ._errors import ReplayMismatch, SecurityError, ToolError
 from ._policy import Policy
 from ._scope import Call
-from ._types import Action, Decision, ToolMetadata
+from ._tools import ToolMetadata
+from ._types import Action, Decision
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

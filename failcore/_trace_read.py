@@ -412,7 +412,7 @@ def check(events: Sequence[dict[str, Any]], policy: Policy) -> CheckResult:
     recorded one; a would-deny counts as deny. `policy` stands in for every
     policy of the recorded run (a session's and the global guard's alike).
     """
-    from ._types import ToolMetadata
+    from ._tools import ToolMetadata
 
     calls: dict[str, dict[str, Any]] = {}
     answers = {(e.get("call_id"), e.get("op"), e.get("target")): e["approved"]
@@ -456,7 +456,8 @@ def _declared(decision: Decision, metadata: Any, tool: str, approved: bool | Non
     """`_scope.Call.declared`, from the recording: an allowed operation judged
     against a tool's declared side effects, with the approver's recorded answer."""
     from ._scope import _under_interpreter, effect_of
-    from ._types import Action, Decision, DefaultPolicy, SideEffect
+    from ._tools import DefaultPolicy, SideEffect
+    from ._types import Action, Decision
 
     effect = effect_of(decision.op)
     if effect & metadata.side_effect or metadata.default_policy is DefaultPolicy.ALLOW:
