@@ -172,7 +172,10 @@ def _enforce(state: _Active, decision: Decision) -> None:
     _report(state, decision)
     if state.mode is Mode.ENFORCE:
         if state.call is not None:
-            state.call.deny(decision)
+            from ._scope import by_import_system
+
+            if not by_import_system():  # the import system copes with its own denials
+                state.call.deny(decision)
         raise SecurityError(decision)
 
 
@@ -197,7 +200,7 @@ def _record(state: _Active, decision: Decision, outcome: str) -> None:
                 fields["names"] = list(names)
         subject = state.exec_subject
         if subject is not None and subject[0] is decision:
-            fields["argv"] = [_trace.redact_text(a) for a in subject[1]]
+            fields["argv"] = _trace.recordable(list(subject[1]), strict=False)[0]
             fields["shell"] = subject[2]
         if decision.rule in ("tool.approved", "tool.undeclared") and call is not None \
                 and call.metadata.default_policy.value == "ask":

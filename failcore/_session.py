@@ -183,6 +183,8 @@ class Session:
                 import asyncio
 
                 result = await asyncio.to_thread(tool.fn, **kwargs)
+            if inspect.iscoroutine(result):  # an async function behind a sync wrapper
+                result = await result
         except BaseException as exc:
             error = self._failed(call, token, exc, started)
             if error is exc:
@@ -227,7 +229,9 @@ class Session:
         core._call_scope.reset(token)
         error = exc
         denied = call.denied
-        if denied is not None and isinstance(exc, Exception) and not (
+        # The denial wins over the tool's error, and over its sys.exit(); not
+        # over the user's Ctrl-C.
+        if denied is not None and not isinstance(exc, KeyboardInterrupt) and not (
                 isinstance(exc, SecurityError) and exc.decision == denied):
             error = SecurityError(denied)
         if call.trace is not None:
@@ -237,6 +241,13 @@ class Session:
     def _finished(self, call: Call, token: Any, result: Any, started: float) -> Any:
         """The call is over: the tool's result, unless the guard denied something."""
         core._call_scope.reset(token)
+        if call.denied is None and _runs_later(result):
+            call.denied = Decision(Action.DENY, "tool.result", _trace.type_name(result),
+                                   "tool.deferred",
+                                   f"The tool {call.tool} returned a {_trace.type_name(result)}, "
+                                   f"whose code would run after the call, outside its policy; "
+                                   f"return its values instead.")
+            getattr(result, "close", lambda: None)()
         if call.denied is not None:  # the tool swallowed the denial
             error = SecurityError(call.denied)
             if call.trace is not None:
@@ -313,9 +324,30 @@ def _emit_result(trace: Any, call_fields: dict[str, Any], result: Any, started: 
     trace.emit("tool.result", fields, _duration(started))
 
 
+def _runs_later(result: Any) -> bool:
+    """A generator, coroutine or async generator: code the caller runs later."""
+    return inspect.isgenerator(result) or inspect.iscoroutine(result) or \
+        inspect.isasyncgen(result)
+
+
+def _message(error: BaseException) -> str:
+    try:
+        return _trace.redact_text(str(error))
+    except Exception:  # an exception whose __str__ breaks
+        return f"<{_trace.type_name(error)}: its message cannot be read>"
+
+
 def _emit_error(call: Call, error: BaseException, started: float) -> None:
-    described: dict[str, Any] = {"type": _trace.type_name(error),
-                                 "message": _trace.redact_text(str(error))}
+    described: dict[str, Any] = {"type": _trace.type_name(error), "message": _message(error)}
+    try:  # what rebuilds it on replay: its arguments (and an OSError's file names)
+        args, redacted = _trace.recordable(list(error.args), strict=True)
+        if not redacted:
+            described["args"] = args
+            for name in ("filename", "filename2"):
+                if isinstance(error, OSError) and getattr(error, name, None) is not None:
+                    described[name] = _trace.recordable(getattr(error, name), strict=True)[0]
+    except Exception:
+        pass
     if isinstance(error, SecurityError):
         described["decision"] = {**error.decision.to_dict(),
                                  "target": _trace.redact_text(error.decision.target),
@@ -371,7 +403,13 @@ def _rebuilt_error(error: dict[str, Any], where: str) -> BaseException:
         found = getattr(found, part, None)
     if isinstance(found, type) and issubclass(found, Exception):
         try:
-            return found(error["message"])
+            if "args" not in error:
+                return found(error["message"])
+            args = list(error["args"])
+            if issubclass(found, OSError) and len(args) == 2 and "filename" in error:
+                args += [error["filename"], *([0, error["filename2"]]
+                                              if "filename2" in error else [])]
+            return found(*args)
         except Exception:
             pass
     return ReplayMismatch(f"{where} raised {error['type']}: {error['message']} (replay "
@@ -407,9 +445,12 @@ class _Recording:
                 by_id[call_id] = recorded = _RecordedCall(event)
                 self.calls.append(recorded)
                 continue
-            top = call_id
+            top, seen = call_id, {call_id}
             while parents.get(top) is not None:  # a nested call belongs to its top call
                 top = parents[top]
+                if top in seen:
+                    raise ReplayMismatch(f"{path}: call {call_id} is its own parent")
+                seen.add(top)
             owner = by_id.get(top)
             if owner is None:
                 continue
@@ -427,13 +468,18 @@ class _Recording:
                 raise ReplayMismatch(f"{self.path}: call {index + 1} ({tool}) was not "
                                      f"recorded: the recording has {len(self.calls)} calls")
             recorded = self.calls[index]
-            if recorded.call["tool"] != tool or recorded.call["args"] != args:
+            if recorded.call["tool"] != tool or _canonical(recorded.call["args"]) != \
+                    _canonical(args):
                 raise ReplayMismatch(
                     f"{self.path}: call {index + 1} does not match the recording: recorded "
                     f"{_shown(recorded.call['tool'], recorded.call['args'])}, called "
                     f"{_shown(tool, args)}")
             self._next += 1
         return recorded
+
+
+def _canonical(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"))
 
 
 def _shown(tool: str, args: dict[str, Any]) -> str:
@@ -459,6 +505,8 @@ def _carry_calls_into_threads() -> None:
     threading.Thread.start = wrapper(threading.Thread.start, _start_in_call)
     executor = futures_thread.ThreadPoolExecutor
     executor.submit = wrapper(executor.submit, _submit_in_call)
+    future = futures_thread._base.Future
+    future.add_done_callback = wrapper(future.add_done_callback, _callback_in_call)
     _threads_carry_calls = True
 
 
@@ -475,17 +523,35 @@ def _start_in_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> An
     return wrapped(*args, **kwargs)
 
 
+def _in_call(call: Call, fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, run in `call` whichever thread runs it."""
+    def in_call(*fn_args: Any, **fn_kwargs: Any) -> Any:
+        token = core._call_scope.set(call)
+        try:
+            return fn(*fn_args, **fn_kwargs)
+        finally:
+            core._call_scope.reset(token)
+
+    return in_call
+
+
 def _submit_in_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """The job runs in the call; a worker thread the pool starts for it is the
+    pool's, and serves later jobs outside the call."""
+    call = core._call_scope.get()
+    if call is None or not args:
+        return wrapped(*args, **kwargs)
+    token = core._call_scope.set(None)
+    try:
+        return wrapped(_in_call(call, args[0]), *args[1:], **kwargs)
+    finally:
+        core._call_scope.reset(token)
+
+
+def _callback_in_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """A future's done-callback added in a call runs in it (the pool's thread
+    runs it after the job's own wrapper has returned)."""
     call = core._call_scope.get()
     if call is not None and args:
-        fn = args[0]
-
-        def in_call(*fn_args: Any, **fn_kwargs: Any) -> Any:
-            token = core._call_scope.set(call)
-            try:
-                return fn(*fn_args, **fn_kwargs)
-            finally:
-                core._call_scope.reset(token)
-
-        args = (in_call, *args[1:])
+        args = (_in_call(call, args[0]), *args[1:])
     return wrapped(*args, **kwargs)

@@ -30,10 +30,14 @@ FORMAT = 1
 REDACTED = "[REDACTED]"
 
 # Keys whose values are secrets, wherever they appear (arguments, results,
-# headers, query strings).
-_SECRET_KEY = re.compile(
-    r"passw|passwd|pwd$|secret|token|api[-_]?key|apikey|auth|cookie|credential|"
-    r"private[-_]?key|session[-_]?id|signature|^sig$|^key$|x-amz-security", re.I)
+# headers, query strings): matched on whole words of the key, lower case, with
+# camelCase and dashes made snake_case (`access_token`, `X-Api-Key`, `apiKey`;
+# not `max_tokens` or `author`).
+_SECRET_WORDS = re.compile(
+    r"(?:^|_)(?:\w*(?:password|passwd|passphrase|secret)\w*|pass|pwd|\w*token|\w*api_?key|"
+    r"auth|authorization|cookie|credentials?|private_key|session_?id|signature|sig|key|"
+    r"access_key)(?:_|$)")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 # Secrets inside free text.
 _SECRET_TEXT = [
     # URL userinfo: scheme://user:pass@host
@@ -44,12 +48,24 @@ _SECRET_TEXT = [
      rf"\g<1>{REDACTED}"),
     # Authorization: Bearer ..., Basic ...
     (re.compile(r"(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}"), rf"\g<1> {REDACTED}"),
-    # --password=..., --token ..., password: ...
-    (re.compile(r"(?i)((?:--?|\b)(?:password|passwd|secret|token|api[-_]?key|apikey)"
-                r"[\w-]*(?:=|:\s*|\s+))(?!\[REDACTED\])[^\s\"',;&]+"), rf"\g<1>{REDACTED}"),
+    # --password=..., --token ..., password: ..., PGPASSWORD=..., AWS_SECRET_ACCESS_KEY=...
+    (re.compile(r"(?i)((?:--?|\b|_)(?:password|passwd|passphrase|secret|token|api[-_]?key|"
+                r"apikey|access[-_]?key)[\w-]*(?:=|:\s*|\s+)[\"']?)(?!\[REDACTED\])"
+                r"[^\s\"',;&]+"), rf"\g<1>{REDACTED}"),
+    # environment assignments: PGPASSWORD=..., GITHUB_TOKEN=...
+    (re.compile(r"\b([A-Z][A-Z0-9_]*(?:PASSWORD|PASSWD|SECRET|TOKEN|API_?KEY|ACCESS_KEY|"
+                r"PRIVATE_KEY|CREDENTIALS?)[A-Z0-9_]*=)(?!\[REDACTED\])[^\s\"';&]+"),
+     rf"\g<1>{REDACTED}"),
+    # "password": "...", 'api_key': '...' (JSON, dict reprs)
+    (re.compile(r"""(?i)(["'][\w-]*(?:passw|passphrase|secret|token|api[-_]?key|apikey|auth|"""
+                r"""cookie|credential|private[-_]?key|session[-_]?id)[\w-]*["']\s*[:=,]\s*)"""
+                r"""(?:"[^"]*"|'[^']*'|[^\s,}\]]+)"""), rf'\g<1>"{REDACTED}"'),
+    # Cookie: a=b; c=d
+    (re.compile(r"(?i)\b((?:set-)?cookie:\s*)[^\r\n]+"), rf"\g<1>{REDACTED}"),
     # well-known credential formats
     (re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|"
-                r"sk-[A-Za-z0-9_-]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|"
+                r"sk-[A-Za-z0-9_-]{20,}|[rsp]k_(?:live|test)_[A-Za-z0-9]{10,}|"
+                r"hf_[A-Za-z0-9]{30,}|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16}|"
                 r"AIza[0-9A-Za-z_-]{35}|eyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\."
                 r"[A-Za-z0-9_-]+)"), REDACTED),
     (re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(?:-----END [A-Z ]*PRIVATE KEY-----|$)",
@@ -60,8 +76,9 @@ _SECRET_TEXT = [
 # Cheap test first: most strings hold nothing any pattern above could match.
 # (Substring tests on the lowered text: a case-insensitive alternation costs
 # microseconds per line.)
-_HINTS = ("@", "=", "bearer", "basic", "token", "passw", "secret", "api", "key", "gh",
-          "sk-", "xox", "akia", "aiza", "eyj", "private")
+_HINTS = ("@", "=", ":", "bearer", "basic", "token", "passw", "passphrase", "secret", "api",
+          "key", "gh", "sk-", "k_live_", "k_test_", "hf_", "xox", "akia", "aiza", "eyj",
+          "private", "access")
 
 
 def redact_text(text: str) -> str:
@@ -94,23 +111,45 @@ def recordable(value: Any, strict: bool) -> tuple[Any, bool]:
 
     `strict` (results): only JSON values themselves; anything else raises
     `_Unrecordable`, because replay must give back exactly what the tool
-    returned. Not strict (arguments): tuples become lists and any other
-    object a marker naming its type.
+    returned. Not strict (arguments): never raises; tuples become lists, a
+    path its text, and any other object a marker naming its type.
     """
     redacted: list[bool] = []
-    return _walk(value, strict, redacted, 0), bool(redacted)
+    try:
+        return _walk(value, strict, redacted, 0), bool(redacted)
+    except _Unrecordable:
+        if strict:
+            raise
+        return {"unrecordable": type_name(value)}, bool(redacted)
+    except Exception as exc:  # a value that breaks when looked at (__eq__, __fspath__)
+        if strict:
+            raise _Unrecordable(type_name(value)) from exc
+        return {"unrecordable": type_name(value)}, bool(redacted)
 
 
 _secret_keys: dict[str, bool] = {}  # key -> whether it names a secret (keys repeat)
 
 
-def _is_secret_key(key: str) -> bool:
+def is_secret_key(key: str) -> bool:
+    """Does `key` name a secret (see _SECRET_WORDS)?"""
     found = _secret_keys.get(key)
     if found is None:
         if len(_secret_keys) > 4096:
             _secret_keys.clear()
-        found = _secret_keys[key] = _SECRET_KEY.search(key) is not None
+        words = _CAMEL.sub("_", key).lower().replace("-", "_").replace(".", "_")
+        found = _secret_keys[key] = _SECRET_WORDS.search(words) is not None
     return found
+
+
+def _secret_value(value: Any) -> bool:
+    """Worth redacting: anything but nothing."""
+    return value is not None and not (type(value) is str and value in ("", REDACTED))
+
+
+def _secret_pair(item: Any) -> bool:
+    """("Authorization", "...") in a header list, or ("--password", ...) in an argv."""
+    return (len(item) == 2 and type(item[0]) is str
+            and is_secret_key(item[0].lstrip("-")) and _secret_value(item[1]))
 
 
 def _walk(item: Any, strict: bool, redacted: list[bool], depth: int) -> Any:
@@ -136,17 +175,37 @@ def _walk(item: Any, strict: bool, redacted: list[bool], depth: int) -> Any:
             if type(key) is not str:
                 if strict:
                     raise _Unrecordable(f"a {type_name(key)} key")
-                key = repr(key) if type(key) in (int, float, bool) else type_name(key)
-            if _is_secret_key(key) and sub is not None and sub != "" and sub != REDACTED:
+                if isinstance(key, (bytes, bytearray)):
+                    key = bytes(key).decode("utf-8", "replace")
+                elif type(key) in (int, float, bool):
+                    key = repr(key)
+                else:
+                    key = f"{type_name(key)} key {len(out)}"
+            if is_secret_key(key) and _secret_value(sub):
                 redacted.append(True)
                 out[key] = REDACTED
             else:
                 out[key] = _walk(sub, strict, redacted, depth + 1)
         return out
     if kind is list or (kind is tuple and not strict):
-        return [_walk(sub, strict, redacted, depth + 1) for sub in item]
+        if _secret_pair(item):
+            redacted.append(True)
+            return [item[0], REDACTED]
+        out_list = []
+        secret_next = False
+        for sub in item:
+            if secret_next and _secret_value(sub):  # ["--password", "hunter2"]
+                redacted.append(True)
+                out_list.append(REDACTED)
+            else:
+                out_list.append(_walk(sub, strict, redacted, depth + 1))
+            secret_next = type(sub) is str and sub.startswith("-") and "=" not in sub \
+                and is_secret_key(sub.lstrip("-"))
+        return out_list
     if strict:
         raise _Unrecordable(type_name(item))
+    if isinstance(item, os.PathLike):
+        return _walk(os.fsdecode(os.fspath(item)), strict, redacted, depth + 1)
     return {"unrecordable": type_name(item)}
 
 
@@ -193,19 +252,21 @@ class TraceWriter:
     def __init__(self, path: str, start: dict[str, Any],
                  start_t: dict[str, Any] | None = None) -> None:
         self.path = path
-        self._lock = _thread.allocate_lock()
+        # Reentrant: a signal handler or a finaliser the garbage collector runs
+        # while a line is written may make an event of its own (see emit).
+        self._lock = _thread.RLock()
+        self._writing = False
+        self._pending: list[tuple] = []
         self._seq = 0
         self._prev: str | None = None
         self._started = time.perf_counter()
         self._counts = {"calls": 0, "denied": 0, "errors": 0}
         self._next_call = 0
         self.users = 1  # a session and the global guard may share one file
-        from . import _guard
-
-        # failcore's own file: the guard neither judges nor records opening it.
-        self._fd: int | None = _guard._call_judged(
-            "open", path, _originals.os_open,
-            (path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644))
+        # Opening it is judged like any write (a trace named inside a tool call
+        # is that tool's write); the lines after that are failcore's own.
+        self._fd: int | None = _originals.os_open(
+            path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         import uuid
 
         self.emit("run.start", {"format": FORMAT, "run_id": uuid.uuid4().hex, **start}, start_t)
@@ -217,31 +278,54 @@ class TraceWriter:
 
     def emit(self, event: str, fields: dict[str, Any], t: dict[str, Any] | None = None) -> None:
         """Write one event. A trace that cannot be written is reported once on
-        stderr and closed; it never breaks the program it records."""
+        stderr and closed; it never breaks the program it records. An event made
+        while this thread is writing one (a signal handler, a finaliser run by
+        the garbage collector) is written right after it."""
         with self._lock:
-            if self._fd is None:
+            if self._writing:
+                self._pending.append((event, fields, t))
                 return
-            if event == "tool.call":
-                self._counts["calls"] += 1
-            elif event == "tool.error":
-                self._counts["errors"] += 1
-            elif event == "guard.decision" and fields.get("outcome") != "allow":
-                self._counts["denied"] += 1
-            record = {"seq": self._seq, "event": event, "prev": self._prev, **fields,
-                      "t": {"wall": _wall(), **(t or {})}}
+            self._writing = True
             try:
-                line = _encode(record).encode()
-                view = memoryview(line + b"\n")
-                while view:
-                    view = view[os.write(self._fd, view):]
-            except Exception as exc:
-                print(f"failcore: the trace {self.path} cannot be written ({exc}); it is "
-                      f"closed, incomplete", file=sys.stderr)
-                os.close(self._fd)
-                self._fd = None
-                return
-            self._prev = line_digest(line)
-            self._seq += 1
+                self._write(event, fields, t)
+                while self._pending:
+                    self._write(*self._pending.pop(0))
+            finally:
+                self._writing = False
+
+    def _write(self, event: str, fields: dict[str, Any], t: dict[str, Any] | None) -> None:
+        if self._fd is None:
+            return
+        try:
+            line = _encode({"seq": self._seq, "event": event, "prev": self._prev, **fields,
+                            "t": {"wall": _wall(), **(t or {})}}).encode()
+        except Exception as exc:
+            self._fail(exc)
+            return
+        # The chain moves on before the write: an interruption after it cannot
+        # leave the next line pointing at the wrong one.
+        self._prev, self._seq = line_digest(line), self._seq + 1
+        if event == "tool.call":
+            self._counts["calls"] += 1
+        elif event == "tool.error":
+            self._counts["errors"] += 1
+        elif event == "guard.decision" and fields.get("outcome") != "allow":
+            self._counts["denied"] += 1
+        try:
+            view = memoryview(line + b"\n")
+            while view:
+                view = view[os.write(self._fd, view):]
+        except BaseException as exc:  # a line not (wholly) written ends the trace
+            self._fail(exc)
+            if not isinstance(exc, Exception):
+                raise
+
+    def _fail(self, exc: BaseException) -> None:
+        print(f"failcore: the trace {self.path} cannot be written ({type(exc).__name__}: "
+              f"{exc}); it is closed, incomplete", file=sys.stderr)
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
 
     def close(self, force: bool = False) -> None:
         """Write `run.end` and close the file, once its last user closes it (or
@@ -286,7 +370,7 @@ def open_trace(path: str | os.PathLike[str], policy: Any, mode: str,
             start = {"failcore": __version__,
                      "python": ".".join(map(str, sys.version_info[:3])),
                      "policy": {"source": redact_text(policy.source), "digest": policy.digest},
-                     "mode": mode, "argv": [redact_text(a) for a in sys.argv]}
+                     "mode": mode, "argv": recordable(list(sys.argv), strict=False)[0]}
             writer = _open[real] = TraceWriter(real, start,
                                                {"replay": replay} if replay else None)
     return writer
@@ -304,7 +388,7 @@ def _silence_after_fork() -> None:
     _registry_lock = _thread.allocate_lock()
     for writer in list(_open.values()):
         writer._fd = None
-        writer._lock = _thread.allocate_lock()  # another thread may have held it
+        writer._lock = _thread.RLock()  # another thread may have held it
     _open.clear()
 
 

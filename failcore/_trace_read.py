@@ -93,6 +93,16 @@ def verify(events: Sequence[TraceLine]) -> list[str]:
     if events[-1].get("event") != "run.end":
         problems.append(f"line {events[-1].number}: the last event is not run.end (the run "
                         f"did not finish, or its end was cut off)")
+    else:  # no line follows run.end to chain it: its counts must match what came before
+        counted = {"calls": sum(e.get("event") == "tool.call" for e in events),
+                   "errors": sum(e.get("event") == "tool.error" for e in events),
+                   "denied": sum(e.get("event") == "guard.decision"
+                                 and e.get("outcome") != "allow" for e in events)}
+        for key, value in counted.items():
+            if events[-1].get(key) != value:
+                problems.append(f"line {events[-1].number}: run.end says {key} "
+                                f"{events[-1].get(key)!r}, the trace has {value} (run.end was "
+                                f"edited, or lines were cut and run.end written anew)")
     unfinished = getattr(events, "unfinished", b"")
     if unfinished:
         problems.append(f"line {events[-1].number + 1}: {len(unfinished)} bytes without a "

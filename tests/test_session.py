@@ -771,3 +771,243 @@ def test_a_trace_records_operations_the_policy_does_not_restrict(tmp_path):
     result = subprocess.run([sys.executable, "-m", "failcore", "trace", "check", str(path),
                              "--policy", str(strict)], capture_output=True, text=True)
     assert result.returncode == 1 and "true" in result.stdout, result.stdout
+
+
+# -- found in review: robustness of the trace, the call's reach, replay ------------------
+
+
+def test_an_event_made_while_a_line_is_written_follows_it(tmp_path, monkeypatch):
+    """An event from a signal handler or a finaliser run mid-write (same thread) is
+    written after the line in progress: no deadlock, the chain intact."""
+    from failcore import _trace
+
+    path = tmp_path / "t.jsonl"
+    session = Session(trace=path)
+    writer = session._trace
+    wall, nested = _trace._wall, []
+
+    def interrupting_wall():
+        if not nested:
+            nested.append(True)
+            writer.emit("guard.decision", {"op": "fs.read", "target": "/x", "action": "allow",
+                                           "outcome": "allow", "rule": "r", "reason": "r"})
+        return wall()
+
+    monkeypatch.setattr(_trace, "_wall", interrupting_wall)
+    session.register("one", lambda: 1)
+    assert session.call("one") == 1
+    session.close()
+    assert [e["event"] for e in events(path)] == ["run.start", "tool.call", "guard.decision",
+                                                  "tool.result", "run.end"]
+    assert _trace_read.verify(_trace_read.read(str(path))) == []
+
+
+def test_run_end_counts_are_checked_by_verify(tmp_path):
+    """run.end has no line after it to chain it: verify checks its counts instead."""
+    path = tmp_path / "t.jsonl"
+    with Session(policy=policy_denying(tmp_path / "secret"), trace=path) as session:
+        session.register("read", read_file, metadata=READS)
+        with pytest.raises(OSError):
+            session.call("read", path=str(tmp_path / "secret" / "nothing"))
+    path.write_text(path.read_text().replace('"denied":1', '"denied":0'))
+    assert any("run.end says denied 0" in p for p in _trace_read.verify(_trace_read.read(str(path))))
+
+
+def test_a_pool_thread_started_in_a_call_does_not_keep_its_policy(secret):
+    """A ThreadPoolExecutor's worker created by a submit inside a call serves later
+    jobs outside any call unjudged by that call; the job itself was judged."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    session = Session(policy=policy_denying(secret))
+    session.register("use_pool", lambda path: pool.submit(_try_read, path).result(),
+                     metadata=READS)
+    with pytest.raises(SecurityError):
+        session.call("use_pool", path=str(secret / "key"))
+    assert pool.submit(_try_read, str(secret / "key")).result() == "canary-key-material"
+    pool.shutdown()
+
+
+def test_a_done_callback_added_in_a_call_runs_in_it(tmp_path):
+    """A future's callback, run by the pool's thread after the job, is judged by the call."""
+    pool = ThreadPoolExecutor(max_workers=1)
+    pool.submit(lambda: None).result()
+    target = tmp_path / "from-callback"
+
+    def tool():
+        future = pool.submit(lambda: 42)
+        future.add_done_callback(lambda f: write_file(str(target), "x"))
+        value = future.result()
+        pool.submit(lambda: None).result()  # the callback has run by now
+        return value
+
+    session = Session(policy=policy_denying())
+    session.register("tool", tool)
+    with pytest.raises(SecurityError):
+        session.call("tool")
+    assert not target.exists()
+    pool.shutdown()
+
+
+def test_a_result_that_runs_later_is_refused(tmp_path):
+    """A generator (or a coroutine from a sync wrapper) would run after the call, outside
+    its policy: call refuses it without running it."""
+    target = tmp_path / "later"
+
+    def lazy():
+        write_file(str(target), "x")
+        yield 1
+
+    session = Session(policy=policy_denying())
+    session.register("lazy", lazy)
+    with pytest.raises(SecurityError, match="after the call"):
+        session.call("lazy")
+    assert not target.exists()
+
+
+def test_the_denial_wins_over_the_tools_sys_exit(secret):
+    """A tool that swallows a denial and then calls sys.exit() still raises the denial."""
+    def leave(path):
+        _try_read(path)
+        sys.exit(0)
+
+    session = Session(policy=policy_denying(secret))
+    session.register("leave", leave, metadata=READS)
+    with pytest.raises(SecurityError):
+        session.call("leave", path=str(secret / "key"))
+
+
+def test_a_trace_opened_inside_a_call_is_the_tools_write(tmp_path):
+    """Session(trace=...) inside a tool writes a file: judged like the tool's other writes."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    outer = Session(policy=policy_denying())
+    outer.register("make", lambda: Session(trace=victim))
+    with pytest.raises(SecurityError):
+        outer.call("make")
+    assert victim.read_text() == "precious"
+
+
+def test_bytecode_the_import_system_cannot_write_does_not_fail_the_call(tmp_path, monkeypatch):
+    """A denied __pycache__ write, which importlib skips, is not the tool's denial."""
+    package = tmp_path / "lib"
+    package.mkdir()
+    (package / "readonly_helper.py").write_text("VALUE = 3\n")
+    monkeypatch.syspath_prepend(str(package))
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    sys.modules.pop("readonly_helper", None)
+
+    def compute():
+        import readonly_helper
+
+        return readonly_helper.VALUE
+
+    session = Session(policy={"version": 1, "filesystem": {
+        "default": "allow", "deny": [str(package / "__pycache__")]}})
+    session.register("compute", compute)
+    assert session.call("compute") == 3
+    sys.modules.pop("readonly_helper", None)
+
+
+def test_replay_tells_arguments_apart_by_json_type_and_path(tmp_path):
+    """true is not 1, and a different path (str or Path) is a different call."""
+    path = tmp_path / "r.jsonl"
+    with Session(trace=path) as session:
+        session.register("f", lambda x: "recorded")
+        session.call("f", x=1)
+        session.call("f", x=str(tmp_path / "a"))
+    replay = Session(replay=path)
+    replay.register("f", lambda x: "ran")
+    with pytest.raises(ReplayMismatch):
+        replay.call("f", x=True)
+    replay = Session(replay=path)
+    replay.register("f", lambda x: "ran")
+    assert replay.call("f", x=1) == "recorded"
+    with pytest.raises(ReplayMismatch):
+        replay.call("f", x=tmp_path / "b")
+
+
+def test_replayed_errors_keep_their_arguments(tmp_path):
+    """An OSError comes back with its errno and file name, a KeyError with its key."""
+    path = tmp_path / "r.jsonl"
+    with Session(policy=policy_denying(), trace=path) as session:
+        session.register("missing", read_file, metadata=READS)
+        session.register("lookup", lambda: {}["b"])
+        with pytest.raises(FileNotFoundError):
+            session.call("missing", path=str(tmp_path / "nope"))
+        with pytest.raises(KeyError):
+            session.call("lookup")
+    replay = Session(replay=path)
+    replay.register("missing", read_file, metadata=READS)
+    replay.register("lookup", lambda: None)
+    with pytest.raises(FileNotFoundError) as caught:
+        replay.call("missing", path=str(tmp_path / "nope"))
+    assert (caught.value.errno, caught.value.filename) == (2, str(tmp_path / "nope"))
+    with pytest.raises(KeyError) as key_error:
+        replay.call("lookup")
+    assert key_error.value.args == ("b",)
+
+
+@pytest.mark.parametrize("value, secret", [
+    ({"headers": [("Authorization", "abc123xyz")]}, "abc123xyz"),
+    ({"cmd": ["psql", "--password", "hunter2x"]}, "hunter2x"),
+    ({"env": "PGPASSWORD=pgsecret1 psql"}, "pgsecret1"),
+    ({"body": '{"password": "jsonsecret"}'}, "jsonsecret"),
+    ({"header": "Cookie: sessionid=cookiesecret"}, "cookiesecret"),
+    ({b"password": "bytessecret"}, "bytessecret"),
+    ({"passphrase": "phrasesecret"}, "phrasesecret"),
+])
+def test_more_secret_shapes_are_redacted(tmp_path, value, secret):
+    """Header pairs, argv flags, environment assignments, JSON text, cookies, bytes keys."""
+    path = tmp_path / "t.jsonl"
+    with Session(trace=path) as session:
+        session.register("take", lambda data: None)
+        session.call("take", data=value)
+    assert secret not in path.read_text()
+
+
+def test_ordinary_fields_are_not_redacted(tmp_path):
+    """Counting tokens and naming an author are not secrets."""
+    path = tmp_path / "t.jsonl"
+    with Session(trace=path) as session:
+        session.register("complete", lambda max_tokens, author: {"prompt_tokens": 12})
+        session.call("complete", max_tokens=5, author="ann")
+    found = events(path)
+    assert found[1]["args"] == {"max_tokens": 5, "author": "ann"}
+    assert found[2]["result"] == {"prompt_tokens": 12} and "redacted" not in found[2]
+
+
+def test_arguments_that_cannot_be_recorded_never_break_the_call(tmp_path):
+    """Circular arguments, and values that raise when compared, are recorded as markers."""
+    class Prickly:
+        def __eq__(self, other):
+            raise ValueError("ambiguous")
+
+        __ne__ = __eq__
+        __hash__ = object.__hash__
+
+    loop: list = []
+    loop.append(loop)
+    path = tmp_path / "t.jsonl"
+    with Session(trace=path) as session:
+        session.register("take", lambda data: "ok")
+        assert session.call("take", data=loop) == "ok"
+        assert session.call("take", data={"password": Prickly()}) == "ok"
+    assert [e["event"] for e in events(path)].count("tool.result") == 2
+
+
+@pytest.mark.parametrize("text, secret", [
+    ("login failed for alice with password 'quotedpw1'", "quotedpw1"),
+    ("('api_key', 'tuplerepr99')", "tuplerepr99"),
+    ("stripe sk_live_51HabcdefSECRET12", "sk_live_51HabcdefSECRET12"),
+])
+def test_secrets_in_error_messages_are_redacted(tmp_path, text, secret):
+    """An error message quoting a secret (quoted, in a tuple repr, a known format) is redacted."""
+    path = tmp_path / "t.jsonl"
+
+    def fail():
+        raise RuntimeError(text)
+
+    with Session(trace=path) as session:
+        session.register("fail", fail)
+        with pytest.raises(RuntimeError):
+            session.call("fail")
+    assert secret not in path.read_text()
