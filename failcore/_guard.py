@@ -91,6 +91,8 @@ _reporting = _Reporting()
 
 _state: _Active | None = None  # what install() put in force, process-wide
 _engaged = False  # patches and hooks in place (install(), or a session's call)
+# A session has made a call: sends on open connections are judged inside calls.
+_sessions_used = False
 _lock = _thread.RLock()
 _patches: list[tuple[Any, str, Any, bool, Any]] = []
 _hook_added = False
@@ -495,6 +497,30 @@ def _guarded_call(op: str, event: str, locate: Callable[[tuple], int | None],
     return guard
 
 
+def _guard_send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
+    """send/sendall inside a tool call, on a connection made before it (a
+    keep-alive pool shared by tools): judged once per call and socket, by the
+    address it is connected to, under the call's policy."""
+    call = _call_scope.get()
+    if call is None or instance is None or id(instance) in call.sent:
+        return wrapped(*args, **kwargs)
+    state = _current()
+    if state is not None and _family_of(instance) in _INET_FAMILIES:
+        try:
+            peer = _socket.socket.getpeername(instance)
+        except OSError:
+            peer = None  # not connected: the send fails as it would have
+        if peer is not None:
+            try:
+                decision = _judge(state, instance, peer, "net.send", False)[0]
+            except Exception as exc:
+                decision = _guard_error("net.send", exc)
+            if decision is not None and decision.action is not Action.ALLOW:
+                _enforce(state, decision)
+    call.sent.add(id(instance))
+    return wrapped(*args, **kwargs)
+
+
 def _at_0(args: tuple) -> int | None:
     return 0 if len(args) == 1 else None
 
@@ -726,7 +752,8 @@ def _hook_new_interpreter(state: _Active, args: tuple) -> None:
 # Patched when they are imported, not before: importing them at interpreter
 # start-up would cost more than the whole start-up budget (SPEC §9). Until
 # then nothing can call them but through the C modules the audit hook sees.
-_PATCHED_ON_IMPORT = frozenset({"socket", "subprocess", "_posixsubprocess", "pty", "wrapt"})
+_PATCHED_ON_IMPORT = frozenset({"socket", "subprocess", "_posixsubprocess", "pty", "wrapt",
+                                "ssl"})
 
 
 class _ImportGate:
@@ -859,6 +886,11 @@ def _targets(ready: str | None = None) -> list[tuple[Any, str, Callable[..., Any
                                             _sendmsg_exact)),
             (sock, "bind", _guarded_call("net.bind", "socket.bind", _at_0)),
         ]
+        if _sessions_used:
+            targets += [(sock, "send", _guard_send), (sock, "sendall", _guard_send)]
+    ssl = _imported("ssl", ready)
+    if _sessions_used and ssl is not None:  # SSLSocket's own send, over its fd
+        targets += [(ssl.SSLSocket, "send", _guard_send), (ssl.SSLSocket, "sendall", _guard_send)]
     return targets
 
 
@@ -1013,10 +1045,14 @@ def _engage(restricts: bool) -> None:
 
 def engage_for_sessions() -> None:
     """Make sure a session's calls are intercepted, with or without install()."""
-    if not _engaged:
+    global _sessions_used
+    if not _engaged or not _sessions_used:
         with _lock:
+            _sessions_used = True
             if not _engaged:
                 _engage(True)
+            else:
+                _patch()  # the sends judged inside calls
 
 
 def _after_fork() -> None:

@@ -92,13 +92,14 @@ class Call:
     """One running tool call: what it may do, and the first denial inside it."""
 
     __slots__ = ("policy", "metadata", "tool", "call_id", "parent", "trace", "approver",
-                 "denied", "_approved", "_state", "_outer_seen", "trace_fields")
+                 "denied", "_approved", "_state", "_outer_seen", "trace_fields", "sent")
 
     def __init__(self, policy: Policy | None, metadata: ToolMetadata, tool: str, call_id: str,
                  parent: Call | None, trace: Any, approver: Callable[..., Any] | None) -> None:
         self.policy, self.metadata, self.tool, self.call_id = policy, metadata, tool, call_id
         self.parent, self.trace, self.approver = parent, trace, approver
         self.denied: Decision | None = None
+        self.sent: set[int] = set()  # sockets whose sends were judged in this call
         self._approved: dict[tuple[str, str], bool] | None = None  # made when first asked
         self._state: core._Active | None = None
         self._outer_seen: Any = None

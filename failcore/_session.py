@@ -211,7 +211,7 @@ class Session:
 
     def _begin(self, tool: _Tool, kwargs: dict[str, Any]) -> tuple[Call, Any, float]:
         """The call made, recorded, and set in force (with the token that ends it)."""
-        if not core._engaged and self._judged:
+        if not (core._engaged and core._sessions_used) and self._judged:
             core.engage_for_sessions()
         trace = self._current_trace()
         parent = core._call_scope.get()

@@ -1011,3 +1011,47 @@ def test_secrets_in_error_messages_are_redacted(tmp_path, text, secret):
         with pytest.raises(RuntimeError):
             session.call("fail")
     assert secret not in path.read_text()
+
+
+def test_a_connection_reused_by_another_call_is_judged_under_its_policy():
+    """A keep-alive connection opened by a call a lenient session allowed cannot carry
+    data for a call whose session denies that address: the send is judged too."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(1)
+    received: list[bytes] = []
+
+    def serve():
+        conn, _ = server.accept()
+        with conn:
+            while data := conn.recv(1024):
+                received.append(data)
+
+    listener = threading.Thread(target=serve)
+    listener.start()
+    shared: dict = {}
+
+    def open_and_send():
+        shared["conn"] = socket.create_connection(server.getsockname())
+        shared["conn"].sendall(b"first;")
+        return "sent"
+
+    def reuse():
+        shared["conn"].sendall(b"second;")
+        return "sent"
+
+    network = ToolMetadata(side_effect=SideEffect.NETWORK)
+    lenient = Session(policy={"version": 1, "network": {"allow": ["127.0.0.1"]}})
+    lenient.register("open", open_and_send, metadata=network)
+    strict = Session(policy="net_safe")
+    strict.register("reuse", reuse, metadata=network)
+    assert lenient.call("open") == "sent"
+    with pytest.raises(SecurityError) as caught:
+        strict.call("reuse")
+    assert caught.value.decision.op == "net.send"
+    shared["conn"].close()
+    listener.join(timeout=10)
+    server.close()
+    assert b"".join(received) == b"first;"
