@@ -71,6 +71,10 @@ def main(argv: list[str] | None = None) -> int:
     except PolicyError as exc:
         _error(str(exc))
         return EXIT_CONFIG
+    except BrokenPipeError:  # `failcore trace show T | head`: the reader has gone
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so the flush at exit does not fail again
+        return EXIT_DENIED
 
 
 # -- run ---------------------------------------------------------------------
