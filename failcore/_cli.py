@@ -280,21 +280,19 @@ def _port(text: str, target: str) -> int:
 
 def _print_decisions(target: str, policy: Policy, decisions: list[Decision], allowed: bool,
                      note: str) -> None:
+    from ._trace_read import paint
+
     colour = _colour()
-
-    def paint(text: str, code: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if colour else text
-
     print(f"{target}  (policy: {policy.source})")
     rows = [(d.action.value.upper(), d.op, d.target, d.rule, d.reason) for d in decisions]
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(4)]
-        cells[0] = paint(cells[0], "32" if row[0] == "ALLOW" else "31")
+        cells[0] = paint(cells[0], "32" if row[0] == "ALLOW" else "31", colour)
         print("  " + "  ".join(cells) + "  " + row[4])
     if note:
         print(f"  note: {note}")
-    verdict = paint("allowed", "32;1") if allowed else paint("denied", "31;1")
+    verdict = paint("allowed", "32;1", colour) if allowed else paint("denied", "31;1", colour)
     print(f"verdict: {verdict}")
 
 
@@ -411,10 +409,6 @@ def _trace_check(path: str, events: list[Any], policy: Any, as_json: bool) -> in
                      "not_rejudged": [n.to_dict() for n in result.not_rejudged]})
         return EXIT_FINDINGS if result.changes else EXIT_OK
     colour = _colour()
-
-    def paint(text: str, code: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if colour else text
-
     print(f"{path} under {policy.source} (sha256 {policy.digest[:16]}): {result.judged} "
           f"decisions re-judged, {len(result.changes)} would change")
     if result.changes:
@@ -423,7 +417,8 @@ def _trace_check(path: str, events: list[Any], policy: Any, as_json: bool) -> in
         widths = [max(len(r[i]) for r in rows) for i in range(3)]
         for row, change in zip(rows, result.changes):
             cells = [row[0].rjust(widths[0]), row[1].ljust(widths[1]), row[2].ljust(widths[2])]
-            cells[2] = paint(cells[2], "32" if change.action == "allow" else "31")
+            cells[2] = _trace_read.paint(cells[2], "32" if change.action == "allow" else "31",
+                                         colour)
             print(f"  {'  '.join(cells)}  {change.op} {change.target} [{change.rule}] "
                   f"{change.reason}")
     if result.not_rejudged:

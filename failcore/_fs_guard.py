@@ -126,8 +126,12 @@ def _enforce(state: core._Active, decision: Decision | None) -> bool:
     """Enforce a decision; True if it was a deny (in audit mode it passes)."""
     if decision is None:
         return False
-    core._enforce(state, decision)  # records an allow when there is a trace
-    return decision.action is not _ALLOW
+    if decision.action is _ALLOW:
+        if state.trace is not None:
+            core._enforce(state, decision)  # records it
+        return False
+    core._enforce(state, decision)
+    return True
 
 
 def _active() -> core._Active | None:

@@ -25,7 +25,7 @@ from . import _addresses as addr
 from . import _originals
 from ._errors import PolicyError, SecurityError
 from ._log import log_decision
-from ._policy import Policy
+from ._policy import Policy, split_target
 from ._types import Action, Decision, Mode
 
 TYPE_CHECKING = False
@@ -194,9 +194,8 @@ def _record(state: _Active, decision: Decision, outcome: str) -> None:
         fields.update(_trace.decision_fields(decision, outcome))
         if decision.op.startswith("net.") and not decision.rule.startswith(
                 ("network.unix", "network.family")):
-            host = decision.target.rpartition("]")[0][1:] if decision.target.startswith("[") \
-                else decision.target.partition(":")[0]
-            ip = addr.parse_ip(host)
+            address = split_target(decision.target)
+            ip = addr.parse_ip(address[0]) if address is not None else None
             names = _names_for(ip) if ip is not None else ()
             if names:
                 fields["names"] = list(names)
@@ -481,8 +480,9 @@ def _guarded_call(op: str, event: str, locate: Callable[[tuple], int | None],
         except Exception as exc:
             decision, address = _guard_error(op, exc), args[index]
         try:
-            if decision is not None:
-                _enforce(state, decision)
+            if decision is not None and (decision.action is not Action.ALLOW
+                                         or state.trace is not None):
+                _enforce(state, decision)  # a deny; an allow only to record it
             args = (address,) if len(args) == 1 else (*args[:index], address, *args[index + 1:])
             token = _judged.set((event, instance, address))
             try:
@@ -504,7 +504,7 @@ def _guard_send(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     call = _call_scope.get()
     if call is None or instance is None or id(instance) in call.sent:
         return wrapped(*args, **kwargs)
-    state = _current()
+    state = call.state(_state)
     if state is not None and _family_of(instance) in _INET_FAMILIES:
         try:
             peer = _socket.socket.getpeername(instance)

@@ -643,6 +643,21 @@ def _target(host: str, port: int | None) -> str:
     return host if port is None else f"{host}:{port}"
 
 
+def split_target(target: str) -> tuple[str, int | None] | None:
+    """What `_target` joined: `1.2.3.4:443`, `[::1]:443`, `1.2.3.4`, `[::1]` give
+    host and port; None when `target` is not one of those."""
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else ""
+    elif target.count(":") == 1:
+        host, _, port = target.partition(":")
+    else:
+        host, port = target, ""
+    if port and not port.isdigit():
+        return None
+    return host, int(port) if port else None
+
+
 def _deny_rule(op: str, target: str, rule: str, name: str | None = None) -> Decision:
     what = f"{name} ({target})" if name else target
     return Decision(DENY, op, target, f"network.deny[{rule}]",

@@ -74,6 +74,30 @@ def _under_interpreter(path: str) -> bool:
     return (path + "/").startswith(_interpreter_roots)
 
 
+def judge_declared(decision: Decision, metadata: ToolMetadata, tool: str,
+                   approve: Callable[[Decision], bool], refused: str) -> Decision:
+    """An allowed operation, judged against `tool`'s declared side effects: one
+    it did not declare is denied (`tool.undeclared`), unless its default policy
+    is ALLOW, or it is ASK and `approve(the deny)` says yes (`tool.approved`;
+    `refused` says why not). Reads under the interpreter's own places are never
+    undeclared. Used live by a call, and by `failcore trace check` with the
+    recorded answers."""
+    effect = effect_of(decision.op)
+    if effect & metadata.side_effect or metadata.default_policy is DefaultPolicy.ALLOW:
+        return decision
+    if effect is SideEffect.FS_READ and _under_interpreter(decision.target):
+        return decision
+    what = f"{effect.name.lower()} ({decision.op} {decision.target})"
+    ask = metadata.default_policy is DefaultPolicy.ASK
+    denied = Decision(Action.DENY, decision.op, decision.target, "tool.undeclared",
+                      f"The tool {tool} did not declare this side effect: {what}; "
+                      f"{refused if ask else 'its default policy is block'}.")
+    if ask and approve(denied):
+        return Decision(Action.ALLOW, decision.op, decision.target, "tool.approved",
+                        f"The approver allowed {tool} an undeclared side effect: {what}.")
+    return denied
+
+
 class ApprovalRequest:
     """What a session's `approver` is asked about: an operation `tool` did not
     declare. `decision` is the deny it gets unless the approver returns True."""
@@ -131,26 +155,13 @@ class Call:
             call = call.parent
 
     def declared(self, decision: Decision) -> Decision:
-        """An allowed operation, judged against the tool's declared side effects."""
-        metadata = self.metadata
-        effect = effect_of(decision.op)
-        if effect & metadata.side_effect or metadata.default_policy is DefaultPolicy.ALLOW:
+        """An allowed operation, judged against the tool's declared side effects
+        (the import system's own file operations are the interpreter's)."""
+        if effect_of(decision.op) & SideEffect.FS and by_import_system():
             return decision
-        if effect & SideEffect.FS and (by_import_system() or (
-                effect is SideEffect.FS_READ and _under_interpreter(decision.target))):
-            return decision  # the interpreter's own, whatever the tool declared
-        what = f"{effect.name.lower()} ({decision.op} {decision.target})"
-        ask = metadata.default_policy is DefaultPolicy.ASK
-        how = ("the approver did not allow it" if self.approver is not None
-               else "no approver was given") if ask else "its default policy is block"
-        denied = Decision(Action.DENY, decision.op, decision.target, "tool.undeclared",
-                          f"The tool {self.tool} did not declare this side effect: {what}; "
-                          f"{how}.")
-        if ask and self._approve(denied):
-            return Decision(Action.ALLOW, decision.op, decision.target, "tool.approved",
-                            f"The approver allowed {self.tool} an undeclared side effect: "
-                            f"{what}.")
-        return denied
+        refused = ("the approver did not allow it" if self.approver is not None
+                   else "no approver was given")
+        return judge_declared(decision, self.metadata, self.tool, self._approve, refused)
 
     def _approve(self, decision: Decision) -> bool:
         """Ask the approver once per operation and target; an error is a no.
@@ -188,11 +199,10 @@ class CallPolicy:
     def __init__(self, call: Call, outer: core._Active | None) -> None:
         self.call, self.inner, self.outer = call, call.policy, outer
         outer_policy = outer.policy if outer is not None else None
-        self.network = _View(
-            unix="deny-system" if "deny-system" in (
-                self.inner.network.unix, getattr(outer_policy, "network", self.inner.network).unix)
-            else self.inner.network.unix,
-            agent_socket=self.inner.network.agent_socket)
+        unix = self.inner.network.unix
+        if outer_policy is not None and outer_policy.network.unix == "deny-system":
+            unix = "deny-system"  # the stricter handling: the socket's inode is pinned
+        self.network = _View(unix=unix, agent_socket=self.inner.network.agent_socket)
         undeclared_blocked = call.metadata.default_policy is not DefaultPolicy.ALLOW
         declared = call.metadata.side_effect
 
@@ -202,7 +212,8 @@ class CallPolicy:
                     or (undeclared_blocked and (effects & declared) != effects))
 
         self.filesystem = _View(restricts=restricts("filesystem", SideEffect.FS),
-                                check=lambda op, path: self._judge("fs", op, path))
+                                check=lambda op, path: self._judge(
+                                    lambda policy: policy.filesystem.check(op, path)))
         self.process = _View(
             restricts=restricts("process", SideEffect.PROCESS),
             allow_paths=(*self.inner.process.allow_paths,
@@ -212,12 +223,8 @@ class CallPolicy:
 
     restricts = True
 
-    def _judge(self, method: str, *args: Any, **kwargs: Any) -> Decision:
-        def ask(policy: Any) -> Decision:
-            if method == "fs":
-                return policy.filesystem.check(*args)
-            return getattr(policy, method)(*args, **kwargs)
-
+    def _judge(self, ask: Callable[[Any], Decision]) -> Decision:
+        """`ask(policy)` of the session's policy, the tool's metadata, then the outside."""
         decision = ask(self.inner)
         if decision.action is Action.ALLOW:
             decision = self.call.declared(decision)
@@ -231,19 +238,19 @@ class CallPolicy:
         return decision
 
     def check_ip(self, *args: Any, **kwargs: Any) -> Decision:
-        return self._judge("check_ip", *args, **kwargs)
+        return self._judge(lambda policy: policy.check_ip(*args, **kwargs))
 
     def check_resolve(self, *args: Any, **kwargs: Any) -> Decision:
-        return self._judge("check_resolve", *args, **kwargs)
+        return self._judge(lambda policy: policy.check_resolve(*args, **kwargs))
 
     def check_unix(self, *args: Any, **kwargs: Any) -> Decision:
-        return self._judge("check_unix", *args, **kwargs)
+        return self._judge(lambda policy: policy.check_unix(*args, **kwargs))
 
     def check_family(self, *args: Any, **kwargs: Any) -> Decision:
-        return self._judge("check_family", *args, **kwargs)
+        return self._judge(lambda policy: policy.check_family(*args, **kwargs))
 
     def check_exec(self, *args: Any, **kwargs: Any) -> Decision:
-        return self._judge("check_exec", *args, **kwargs)
+        return self._judge(lambda policy: policy.check_exec(*args, **kwargs))
 
 
 class _View:

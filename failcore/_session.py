@@ -208,7 +208,6 @@ class Session:
         state = core._state
         return state.trace if state is not None else None
 
-
     def _begin(self, tool: _Tool, kwargs: dict[str, Any]) -> tuple[Call, Any, float]:
         """The call made, recorded, and set in force (with the token that ends it)."""
         if not (core._engaged and core._sessions_used) and self._judged:
@@ -349,9 +348,7 @@ def _emit_error(call: Call, error: BaseException, started: float) -> None:
     except Exception:
         pass
     if isinstance(error, SecurityError):
-        described["decision"] = {**error.decision.to_dict(),
-                                 "target": _trace.redact_text(error.decision.target),
-                                 "reason": _trace.redact_text(error.decision.reason)}
+        described["decision"] = _trace.decision_fields(error.decision)
     call.trace.emit("tool.error", {**call.trace_fields, "error": described},
                     _duration(started))
 
@@ -513,13 +510,7 @@ def _carry_calls_into_threads() -> None:
 def _start_in_call(wrapped: Any, instance: Any, args: tuple, kwargs: dict) -> Any:
     call = core._call_scope.get()
     if call is not None:
-        run = instance.run
-
-        def run_in_call() -> None:
-            core._call_scope.set(call)  # the new thread's own context
-            run()
-
-        instance.run = run_in_call
+        instance.run = _in_call(call, instance.run)
     return wrapped(*args, **kwargs)
 
 

@@ -117,14 +117,12 @@ def recordable(value: Any, strict: bool) -> tuple[Any, bool]:
     redacted: list[bool] = []
     try:
         return _walk(value, strict, redacted, 0), bool(redacted)
-    except _Unrecordable:
-        if strict:
+    except Exception as exc:  # also a value that breaks when looked at (__eq__, __fspath__)
+        if not strict:
+            return {"unrecordable": type_name(value)}, bool(redacted)
+        if isinstance(exc, _Unrecordable):
             raise
-        return {"unrecordable": type_name(value)}, bool(redacted)
-    except Exception as exc:  # a value that breaks when looked at (__eq__, __fspath__)
-        if strict:
-            raise _Unrecordable(type_name(value)) from exc
-        return {"unrecordable": type_name(value)}, bool(redacted)
+        raise _Unrecordable(type_name(value)) from exc
 
 
 _secret_keys: dict[str, bool] = {}  # key -> whether it names a secret (keys repeat)
@@ -376,10 +374,15 @@ def open_trace(path: str | os.PathLike[str], policy: Any, mode: str,
     return writer
 
 
-def decision_fields(decision: Decision, outcome: str) -> dict[str, Any]:
-    return {"op": decision.op, "target": redact_text(decision.target),
-            "action": decision.action.value, "outcome": outcome, "rule": decision.rule,
-            "reason": redact_text(decision.reason)}
+def decision_fields(decision: Decision, outcome: str | None = None) -> dict[str, Any]:
+    """A decision as the trace records it (target and reason redacted), with
+    what happened (`outcome`) in a guard.decision event."""
+    fields = {"op": decision.op, "target": redact_text(decision.target),
+              "action": decision.action.value, "rule": decision.rule,
+              "reason": redact_text(decision.reason)}
+    if outcome is not None:
+        fields["outcome"] = outcome
+    return fields
 
 
 def _silence_after_fork() -> None:

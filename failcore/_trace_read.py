@@ -128,18 +128,19 @@ def denied(events: Sequence[TraceLine]) -> list[TraceLine]:
 _ACTION_COLOURS = {"ALLOW": "32", "DENY": "31", "WOULD-DENY": "33"}
 
 
+def paint(text: str, code: str, colour: bool) -> str:
+    """`text` in ANSI colour `code`, when `colour`."""
+    return f"\033[{code}m{text}\033[0m" if colour else text
+
+
 def show(events: Sequence[TraceLine], *, colour: bool = False) -> list[str]:
     """The events as aligned lines for people: seq, event, the call (id and
     tool), then what happened. `colour` adds ANSI colours to verdicts."""
-
-    def paint(text: str, code: str) -> str:
-        return f"\033[{code}m{text}\033[0m" if colour else text
-
     rows = []
     for event in events:
         call = f"{event.get('call_id', '')} {event.get('tool', '')}".strip()
         rows.append((str(event.get("seq", "?")), str(event.get("event", "?")), call,
-                     _details(event, paint)))
+                     _details(event, colour)))
     if not rows:
         return []
     widths = [max(len(row[i]) for row in rows) for i in range(3)]
@@ -148,11 +149,11 @@ def show(events: Sequence[TraceLine], *, colour: bool = False) -> list[str]:
             for seq, name, call, details in rows]
 
 
-def _details(event: dict[str, Any], paint: Any) -> str:
+def _details(event: dict[str, Any], colour: bool) -> str:
     kind = event.get("event")
     if kind == "guard.decision":
         outcome = str(event.get("outcome", event.get("action", "?"))).upper()
-        shown = paint(outcome.ljust(10), _ACTION_COLOURS.get(outcome, "0"))
+        shown = paint(outcome.ljust(10), _ACTION_COLOURS.get(outcome, "0"), colour)
         text = (f"{shown} {event.get('op')} {event.get('target')} [{event.get('rule')}] "
                 f"{event.get('reason')}")
         if "approved" in event:
@@ -172,14 +173,16 @@ def _details(event: dict[str, Any], paint: Any) -> str:
             " (secrets redacted)" if event.get("redacted") else "") + _took(event)
     if kind == "tool.error":
         error = event.get("error") or {}
-        return paint(f"{error.get('type')}: {error.get('message')}", "31") + _took(event)
+        return paint(f"{error.get('type')}: {error.get('message')}", "31", colour) + \
+            _took(event)
     if kind == "run.start":
         policy = event.get("policy") or {}
         argv = " ".join(event.get("argv") or ())
         return (f"failcore {event.get('failcore')}, python {event.get('python')}, policy "
                 f"{policy.get('source')} ({str(policy.get('digest'))[:12]}), mode "
                 f"{event.get('mode')}, argv {argv}"
-                + (f", replaying {event['replay']}" if "replay" in event else ""))
+                + (f", replaying {replay.get('file')}"
+                   if isinstance(replay := (event.get("t") or {}).get("replay"), dict) else ""))
     if kind == "run.end":
         return (f"{event.get('calls')} calls, {event.get('denied')} denied, "
                 f"{event.get('errors')} errors{_took(event)}")
@@ -380,11 +383,13 @@ def rejudge(event: dict[str, Any], policy: Policy) -> Decision | str:
             if not isinstance(number, int):
                 return f"{name} is not a socket family on this system"
             return policy.check_family(number, raw=bool(family.group(1)), op=op)
-        host, port = _split_address(target)
-        ip = addr.parse_ip(host) if host is not None else None
+        from ._policy import split_target
+
+        address = split_target(target)
+        ip = addr.parse_ip(address[0]) if address is not None else None
         if ip is None:
             return f"{target!r} is not an address with an IP"
-        return policy.check_ip(ip, port, tuple(event.get("names") or ()), op=op)
+        return policy.check_ip(ip, address[1], tuple(event.get("names") or ()), op=op)
     if op.startswith("fs."):
         return policy.check_path(op, target)
     if op == "proc.exec":
@@ -395,20 +400,6 @@ def rejudge(event: dict[str, Any], policy: Policy) -> Decision | str:
             argv = target.split(" ")
         return policy.check_exec(argv, locate, shell=event.get("shell") is True)
     return f"no policy decides {op}"
-
-
-def _split_address(target: str) -> tuple[str | None, int | None]:
-    """`1.2.3.4:443`, `[::1]:443`, `1.2.3.4`, `[::1]` -> host and port."""
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else ""
-    elif target.count(":") == 1:
-        host, _, port = target.partition(":")
-    else:
-        host, port = target, ""
-    if port and not port.isdigit():
-        return None, None
-    return host, int(port) if port else None
 
 
 def check(events: Sequence[dict[str, Any]], policy: Policy) -> CheckResult:
@@ -422,6 +413,7 @@ def check(events: Sequence[dict[str, Any]], policy: Policy) -> CheckResult:
     recorded one; a would-deny counts as deny. `policy` stands in for every
     policy of the recorded run (a session's and the global guard's alike).
     """
+    from ._scope import judge_declared
     from ._tools import ToolMetadata
 
     calls: dict[str, dict[str, Any]] = {}
@@ -451,8 +443,11 @@ def check(events: Sequence[dict[str, Any]], policy: Policy) -> CheckResult:
                 metadata = ToolMetadata.from_dict(call)
             except (KeyError, TypeError, ValueError):
                 break  # a tool.call without readable metadata: the policy alone
-            verdict = _declared(verdict, metadata, str(call.get("tool")),
-                                answers.get((call_id, event.get("op"), event.get("target"))))
+            answer = answers.get((call_id, event.get("op"), event.get("target")))
+            verdict = judge_declared(
+                verdict, metadata, str(call.get("tool")), lambda deny: answer is True,
+                "the approver did not allow it (its recorded answer)" if answer is False
+                else "the approver would be asked; the trace holds no answer, so no")
             call = calls.get(call.get("parent_call_id"))
         recorded = str(event.get("action"))
         if verdict.action.value != recorded:
@@ -460,29 +455,3 @@ def check(events: Sequence[dict[str, Any]], policy: Policy) -> CheckResult:
                                   call_id, event.get("tool"), recorded, str(event.get("rule")),
                                   verdict.action.value, verdict.rule, verdict.reason))
     return CheckResult(changes, skipped, judged)
-
-
-def _declared(decision: Decision, metadata: Any, tool: str, approved: bool | None) -> Decision:
-    """`_scope.Call.declared`, from the recording: an allowed operation judged
-    against a tool's declared side effects, with the approver's recorded answer."""
-    from ._scope import _under_interpreter, effect_of
-    from ._tools import DefaultPolicy, SideEffect
-    from ._types import Action, Decision
-
-    effect = effect_of(decision.op)
-    if effect & metadata.side_effect or metadata.default_policy is DefaultPolicy.ALLOW:
-        return decision
-    if effect is SideEffect.FS_READ and _under_interpreter(decision.target):
-        return decision  # the interpreter's own (its imports are never recorded)
-    what = f"{effect.name.lower()} ({decision.op} {decision.target})"
-    if metadata.default_policy is DefaultPolicy.ASK:
-        if approved:
-            return Decision(Action.ALLOW, decision.op, decision.target, "tool.approved",
-                            f"The approver allowed {tool} an undeclared side effect: {what} "
-                            f"(its recorded answer).")
-        how = ("the approver did not allow it (its recorded answer)" if approved is False
-               else "the approver would be asked; the trace holds no answer, so no")
-    else:
-        how = "its default policy is block"
-    return Decision(Action.DENY, decision.op, decision.target, "tool.undeclared",
-                    f"The tool {tool} did not declare this side effect: {what}; {how}.")
